@@ -1,0 +1,1 @@
+//! placeholder: the packer helper owns this module
