@@ -20,7 +20,7 @@ use lxcforge::version;
 /// a build container, then streams the container's filesystem into a Proxmox-ready
 /// <prefix>-v<N>.tar.gz with a .sha256 sidecar and a .json manifest.
 #[derive(Parser, Debug)]
-#[command(name = "lxcforge", version, propagate_version = true, max_term_width = 100)]
+#[command(name = "lxcforge", version, max_term_width = 100)]
 struct Cli {
     /// Project root holding images/, provision/ and cleanup/.
     #[arg(long, global = true, default_value = ".", env = "LXCFORGE_ROOT")]

@@ -1,0 +1,63 @@
+# lxcforge: golden LXC templates for Proxmox VE.
+#
+#   make image.build-next [IMAGE=ubuntu-24.04]   build the next version of an image
+#   make image.build VERSION=N [IMAGE=…]         build exactly version N
+#   make base.debian-12                          debootstrap the offline Debian 12 base
+#   make test                                    the whole test suite (needs root, Docker, LXC)
+
+IMAGE   ?= ubuntu-24.04
+VERSION ?=
+OUT     ?= artifacts
+CARGO   ?= cargo
+LXCFORGE_FLAGS ?=
+LXCFORGE := target/release/lxcforge
+SOURCES := Cargo.toml $(wildcard Cargo.lock) $(shell find src -name '*.rs' 2>/dev/null)
+
+.PHONY: all image.build-next image.build images deps.build deps.test test test.unit lint completions clean.artifacts
+
+all: $(LXCFORGE)
+
+$(LXCFORGE): $(SOURCES)
+	$(CARGO) build --release
+	@touch $@
+
+deps.build:
+	@sh scripts/ensure-deps.sh build
+
+deps.test:
+	@sh scripts/ensure-deps.sh test
+
+# The offline base for images/debian-12.toml: debootstrap --variant=minbase from Debian's mirror.
+base.debian-12: bases/debian-12-minbase.tar.gz
+bases/debian-12-minbase.tar.gz: scripts/make-base-debian.sh | deps.build
+	sh scripts/make-base-debian.sh bookworm $@
+
+# Images whose base is pulled by digest need no local base.
+base.%:
+	@:
+
+image.build-next: deps.build $(LXCFORGE) base.$(IMAGE)
+	$(LXCFORGE) build $(IMAGE) --next --out-dir $(OUT) $(LXCFORGE_FLAGS)
+
+image.build: deps.build $(LXCFORGE) base.$(IMAGE)
+	@test -n "$(VERSION)" || { echo "usage: make image.build VERSION=N [IMAGE=$(IMAGE)]" >&2; exit 2; }
+	$(LXCFORGE) build $(IMAGE) --version $(VERSION) --out-dir $(OUT) $(LXCFORGE_FLAGS)
+
+images: $(LXCFORGE)
+	$(LXCFORGE) images
+
+# The full suite: unit tests, then integration tests against the real Docker Engine, a real
+# local registry and real LXC. Under CI=true a missing component fails instead of skipping.
+test: deps.test base.debian-12
+	$(CARGO) build --release
+	$(CARGO) test --release -- --test-threads=2
+
+test.unit:
+	$(CARGO) test --lib --bins
+
+lint:
+	$(CARGO) fmt --check
+	$(CARGO) clippy --all-targets -- -D warnings
+
+completions: $(LXCFORGE)
+	$(LXCFORGE) completions bash > target/lxcforge.bash
