@@ -11,6 +11,12 @@
 #  * systemd-firstboot is masked: everything it would ask for (locale, timezone, root
 #    password) is configured here, and on an empty /etc/machine-id (first boot) it would
 #    otherwise be pulled in and could wait for console input.
+#  * sys-kernel-debug.mount and sys-kernel-config.mount get ConditionVirtualization=!lxc
+#    (drop-ins): in an unprivileged LXC container CAP_SYS_RAWIO exists inside the user
+#    namespace, so their condition passes, but debugfs/configfs cannot be mounted there —
+#    the units fail ("permission denied") and the system boots "degraded". systemd already
+#    ships sys-kernel-tracing.mount with exactly this condition. (Privileged Proxmox CTs
+#    drop CAP_SYS_RAWIO, so the units are skipped there anyway.)
 set -eu
 . /etc/os-release
 
@@ -38,5 +44,14 @@ fi
 
 # --- systemd ----------------------------------------------------------------------------
 systemctl mask systemd-firstboot.service >/dev/null 2>&1 || true
+for unit in sys-kernel-debug.mount sys-kernel-config.mount; do
+    install -d -m 0755 "/etc/systemd/system/$unit.d"
+    cat > "/etc/systemd/system/$unit.d/lxcforge-container.conf" <<'EOF'
+# lxcforge: not mountable inside an (unprivileged) LXC container; skip instead of failing.
+[Unit]
+ConditionVirtualization=!lxc
+EOF
+    chmod 0644 "/etc/systemd/system/$unit.d/lxcforge-container.conf"
+done
 systemctl set-default multi-user.target
 echo "default target: $(systemctl get-default)"

@@ -6,7 +6,7 @@
 #
 # Input (environment, set by lxcforge for every script):
 #   LXCFORGE_IMAGE, LXCFORGE_VERSION, SOURCE_DATE_EPOCH, LXCFORGE_GIT_COMMIT,
-#   LXCFORGE_BASE_REF, LXCFORGE_BASE_DIGEST
+#   LXCFORGE_BASE_REF, LXCFORGE_BASE_DIGEST (and, if set, LXCFORGE_PREFIX, LXCFORGE_TOOL_VERSION)
 # Missing values are written as "unknown" (with a warning), so a hand-run build still works
 # but is visibly unstamped. BUILD_DATE is derived from SOURCE_DATE_EPOCH (UTC, ISO 8601),
 # not from the wall clock, so reruns from the same inputs produce the same file.
@@ -42,6 +42,11 @@ trap 'rm -f "$tmp"' EXIT
     echo "# lxcforge template provenance; written at build time, do not edit"
     for k in LXCFORGE_IMAGE LXCFORGE_VERSION LXCFORGE_GIT_COMMIT LXCFORGE_BASE_REF LXCFORGE_BASE_DIGEST; do
         printf '%s=%s\n' "$k" "$(quote "$(get "$k")")"
+    done
+    # optional, recorded when lxcforge passes them
+    for k in LXCFORGE_PREFIX LXCFORGE_TOOL_VERSION; do
+        eval "v=\${$k:-}"
+        [ -z "$v" ] || printf '%s=%s\n' "$k" "$(quote "$v")"
     done
     printf 'SOURCE_DATE_EPOCH=%s\n' "$(quote "$epoch")"
     printf 'BUILD_DATE=%s\n' "$(quote "$build_date")"

@@ -1,7 +1,11 @@
 #!/bin/sh
 # Print the Debian package mirror URL to use for debootstrap.
+#   debian-mirror.sh             the archive mirror (…/debian)
+#   debian-mirror.sh --security  the security archive (…/debian-security): $DEBIAN_SECURITY_MIRROR,
+#                                else the apt source with suite <suite>-security and a URI
+#                                ending in /debian-security, else "<archive mirror>-security"
 #
-# Order:
+# Order (archive mirror):
 #   1. $DEBIAN_MIRROR, if set and non-empty (printed as given, minus a trailing '/').
 #   2. The machine's own apt configuration:
 #        - deb822 files /etc/apt/sources.list.d/*.sources: the first stanza whose
@@ -16,15 +20,19 @@
 # the machine that builds knows which mirror it may reach.
 set -eu
 
-if [ -n "${DEBIAN_MIRROR:-}" ]; then
-    printf '%s\n' "${DEBIAN_MIRROR%/}"
-    exit 0
-fi
+MODE=archive
+case "${1:-}" in
+    --security) MODE=security ;;
+    "") ;;
+    *) echo "usage: $0 [--security]" >&2; exit 2 ;;
+esac
 
 APT_ETC=${APT_ETC:-/etc/apt}
 SUITE=${DEBIAN_MIRROR_SUITE:-bookworm}
 
-found=$(
+# find_uri SUITE PATH: first enabled "deb" source for SUITE whose URI ends in /PATH
+find_uri() {
+    suite=$1 want=$2
     {
         for f in "$APT_ETC"/sources.list.d/*.sources; do
             [ -f "$f" ] && printf '#FILE deb822 %s\n' "$f" && cat "$f" && printf '\n'
@@ -32,8 +40,8 @@ found=$(
         for f in "$APT_ETC"/sources.list "$APT_ETC"/sources.list.d/*.list; do
             [ -f "$f" ] && printf '#FILE list %s\n' "$f" && cat "$f" && printf '\n'
         done
-    } | awk -v suite="$SUITE" '
-        function isdebian(u) { sub(/\/+$/, "", u); return u ~ /^(https?|file|ftp):\/\/.*\/debian$/ }
+    } | awk -v suite="$suite" -v want="$want" '
+        function isdebian(u) { sub(/\/+$/, "", u); return u ~ ("^(https?|file|ftp)://.*/" want "$") }
         function trim(u) { sub(/\/+$/, "", u); return u }
         function flush(   i, n, us, ss, hassuite, enabled) {
             if (mode != "deb822") return
@@ -73,11 +81,35 @@ found=$(
         }
         END { if (!done) flush() }
     ' | head -n 1
-)
+}
 
-if [ -z "$found" ]; then
-    echo "debian-mirror: no Debian mirror found: no apt source in $APT_ETC has suite '$SUITE' with a URI ending in /debian;" >&2
-    echo "debian-mirror: set DEBIAN_MIRROR=<url of a Debian archive> to choose one explicitly" >&2
-    exit 1
+archive_mirror() {
+    if [ -n "${DEBIAN_MIRROR:-}" ]; then
+        printf '%s\n' "${DEBIAN_MIRROR%/}"
+        return 0
+    fi
+    found=$(find_uri "$SUITE" debian)
+    if [ -z "$found" ]; then
+        echo "debian-mirror: no Debian mirror found: no apt source in $APT_ETC has suite '$SUITE' with a URI ending in /debian;" >&2
+        echo "debian-mirror: set DEBIAN_MIRROR=<url of a Debian archive> to choose one explicitly" >&2
+        return 1
+    fi
+    printf '%s\n' "$found"
+}
+
+if [ "$MODE" = archive ]; then
+    archive_mirror
+    exit $?
 fi
-printf '%s\n' "$found"
+
+# --security
+if [ -n "${DEBIAN_SECURITY_MIRROR:-}" ]; then
+    printf '%s\n' "${DEBIAN_SECURITY_MIRROR%/}"
+    exit 0
+fi
+sec=$(find_uri "$SUITE-security" debian-security)
+if [ -z "$sec" ]; then
+    archive=$(archive_mirror) || exit 1
+    sec="$archive-security"
+fi
+printf '%s\n' "$sec"

@@ -4,15 +4,16 @@
 # Build an offline Debian base rootfs tarball with debootstrap (minbase variant),
 # for image definitions whose base is `rootfs = "bases/…tar.gz"` (e.g. `make base.debian-12`).
 #
-#   * mirror: scripts/debian-mirror.sh (env DEBIAN_MIRROR overrides; otherwise taken from
-#     this machine's apt sources — no mirror host is written into the repository)
+#   * mirror: scripts/debian-mirror.sh (DEBIAN_MIRROR / DEBIAN_SECURITY_MIRROR override it;
+#     otherwise taken from this machine's apt sources — no mirror host is written into the
+#     repository). The base gets deb822 sources for SUITE, SUITE-updates and SUITE-security.
 #   * output is written as OUT.partial and renamed to OUT only when complete, then
 #     OUT.sha256 (sha256sum format, file name relative to its directory) is written the same way
 #   * idempotent: does nothing if OUT exists, unless FORCE=1
 #   * the temporary debootstrap directory is removed on any exit (including Ctrl-C)
 #   * needs root (debootstrap creates device nodes and chowns files)
 #
-# Env: DEBIAN_MIRROR, FORCE=1, TMPDIR (where the temporary rootfs is built),
+# Env: DEBIAN_MIRROR, DEBIAN_SECURITY_MIRROR, FORCE=1, TMPDIR (where the temporary rootfs is built),
 #      DEBOOTSTRAP_ARGS (extra arguments, e.g. --include=…), GZIP_CMD (default: pigz -n if
 #      available, else gzip -n).
 set -eu
@@ -37,7 +38,11 @@ fi
 command -v debootstrap >/dev/null 2>&1 || {
     echo "make-base-debian: debootstrap not found (apt-get install debootstrap)" >&2; exit 1; }
 
-MIRROR=$("$here/debian-mirror.sh")
+MIRROR=$(sh "$here/debian-mirror.sh")
+case "$SUITE" in
+    sid|unstable|experimental|rc-buggy) SECURITY_MIRROR="" ;;   # no -security/-updates suites
+    *) SECURITY_MIRROR=$(sh "$here/debian-mirror.sh" --security) ;;
+esac
 
 outdir=$(dirname "$OUT")
 outname=$(basename "$OUT")
@@ -76,11 +81,40 @@ debootstrap --variant=minbase ${DEBOOTSTRAP_ARGS:-} "$SUITE" "$work/rootfs" "$MI
 mid=$(date +%s)
 echo "make-base-debian: debootstrap took $((mid - start)) s"
 
-# debootstrap leaves the build host's resolv.conf / hostname copies and apt lists behind:
-# drop what must not ship in a base (the image's own provisioning runs apt-get update anyway).
+# debootstrap configures only "$SUITE main". Give the base the same sources an official
+# Debian image has — the release, its -updates and -security suites — so the provisioning's
+# dist-upgrade applies security fixes. deb822 format, as in Debian's own container images.
+if [ -z "$SECURITY_MIRROR" ]; then
+    suites="$SUITE"
+    security_stanza=""
+else
+    suites="$SUITE $SUITE-updates"
+    security_stanza="
+Types: deb
+URIs: $SECURITY_MIRROR
+Suites: $SUITE-security
+Components: main
+Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg
+"
+fi
+rm -f "$work/rootfs/etc/apt/sources.list"
+cat > "$work/rootfs/etc/apt/sources.list.d/debian.sources" <<EOF
+Types: deb
+URIs: $MIRROR
+Suites: $suites
+Components: main
+Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg
+$security_stanza
+EOF
+chmod 0644 "$work/rootfs/etc/apt/sources.list.d/debian.sources"
+
+# debootstrap leaves the build host's resolv.conf and hostname, its own log and apt lists
+# behind: drop what must not ship in a base (provisioning runs apt-get update anyway).
 rm -rf "$work/rootfs/var/lib/apt/lists/"* "$work/rootfs/var/cache/apt/"*.bin \
-       "$work/rootfs/var/cache/apt/archives/"*.deb
-: > "$work/rootfs/etc/resolv.conf" 2>/dev/null || true
+       "$work/rootfs/var/cache/apt/archives/"*.deb "$work/rootfs/var/log/bootstrap.log"
+install -d -m 0755 "$work/rootfs/var/lib/apt/lists/partial"
+: > "$work/rootfs/etc/resolv.conf"
+echo localhost > "$work/rootfs/etc/hostname"
 
 echo "make-base-debian: packing $OUT"
 # (--use-compress-program keeps tar's exit status; a pipe in sh would lose it)
