@@ -12,7 +12,7 @@
 #               python3 (Ansible needs a full python3, python3-minimal lacks modules)
 #
 # Always --no-install-recommends. Extra packages can be added at build time with
-# LXCFORGE_EXTRA_PACKAGES="pkg1 pkg2".
+# EXTRA_PACKAGES="pkg1 pkg2" (set it in the definition's [env] table).
 set -eu
 export DEBIAN_FRONTEND=noninteractive
 . /etc/os-release
@@ -43,7 +43,7 @@ case "$ID" in
     debian) PACKAGES="$PACKAGES ifupdown isc-dhcp-client" ;;
     ubuntu) PACKAGES="$PACKAGES" ;;
 esac
-PACKAGES="$PACKAGES ${LXCFORGE_EXTRA_PACKAGES:-}"
+PACKAGES="$PACKAGES ${EXTRA_PACKAGES:-}"
 
 # 10-apt-base.sh must have installed the build-time policy-rc.d (no daemons started).
 [ -x /usr/sbin/policy-rc.d ] || { echo "20-packages: /usr/sbin/policy-rc.d missing (run 10-apt-base.sh first)" >&2; exit 1; }

@@ -3,7 +3,7 @@
 #
 # Proxmox overwrites /etc/localtime and /etc/timezone at every start only when the
 # container config sets `timezone`; otherwise what is set here stays.
-# LXCFORGE_LOCALE overrides the locale (default en_US.UTF-8).
+# LOCALE overrides the locale (default en_US.UTF-8; set it in the definition's [env] table).
 set -eu
 export DEBIAN_FRONTEND=noninteractive
 . /etc/os-release
@@ -17,7 +17,7 @@ dpkg-reconfigure -f noninteractive tzdata >/dev/null 2>&1 || true
 echo "timezone: $(readlink /etc/localtime) ($(date +%Z))"
 
 # --- locale ---------------------------------------------------------------------------
-WANT=${LXCFORGE_LOCALE:-en_US.UTF-8}
+WANT=${LOCALE:-en_US.UTF-8}
 name=${WANT%%.*}                         # en_US
 charset=${WANT#*.}; [ "$charset" != "$WANT" ] || charset=UTF-8
 normalized=$(printf '%s.%s' "$name" "$charset" | sed 's/UTF-8$/utf8/; s/utf-8$/utf8/')

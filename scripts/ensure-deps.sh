@@ -28,6 +28,8 @@ if [ "$what" = test ]; then
     need zstd zstd
     need xz xz-utils
     need ss iproute2
+    need ssh openssh-client
+    need ssh-keygen openssh-client
     # The integration tests' tiny base image is a static busybox.
     dpkg -s busybox-static >/dev/null 2>&1 || missing="$missing busybox-static"
 fi

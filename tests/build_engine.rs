@@ -326,4 +326,9 @@ fn cleanup_images(p: &Project) {
             let _ = Command::new("docker").args(["rmi", "-f", img]).output();
         }
     }
+    // An image untagged while another test's container still used it stays dangling; prune
+    // only removes dangling images no container uses, so this is safe next to running tests.
+    let _ = Command::new("docker")
+        .args(["image", "prune", "-f", "--filter", "label=org.lxcforge.rootfs-sha256"])
+        .output();
 }
