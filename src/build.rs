@@ -329,8 +329,20 @@ pub async fn export_container(
         pack::pack(input, file, &opts, &|n| p2.set(n))
     })
     .await
-    .context("the packer thread died")?
-    .with_context(|| format!("cannot pack container {} into {}", short(id), dest.display()))?;
+    .context("the packer thread died")?;
+    let report = match report {
+        Ok(r) => r,
+        Err(e @ pack::PackError::DiskFull { .. }) => anyhow::bail!(
+            "cannot pack container {} into {}: {e}\n  fix: free space in {} or pass another --out-dir",
+            short(id),
+            dest.display(),
+            dest.parent().unwrap_or(dest).display()
+        ),
+        Err(e) => {
+            return Err(anyhow::Error::new(e)
+                .context(format!("cannot pack container {} into {}", short(id), dest.display())));
+        }
+    };
     progress.finish();
     sync_file
         .sync_all()

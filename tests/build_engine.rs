@@ -332,3 +332,38 @@ fn cleanup_images(p: &Project) {
         .args(["image", "prune", "-f", "--filter", "label=org.lxcforge.rootfs-sha256"])
         .output();
 }
+
+#[test]
+fn a_full_disk_while_exporting_leaves_no_file() {
+    if !docker_ok() || !require("root (to mount a small tmpfs)", is_root()) {
+        return;
+    }
+    let image = unique("t-full");
+    // Enough data that the artifact cannot fit in the 256 KiB tmpfs below.
+    let big = "#!/bin/sh\nset -e\ndd if=/dev/urandom of=/big bs=1024 count=2048 2>/dev/null\necho made\n";
+    let p = tiny_project(&image, &[("10-big.sh", big)], &[]);
+    let out_dir = p.path().join("small");
+    std::fs::create_dir_all(&out_dir).unwrap();
+    let m = Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=256k", "tmpfs"])
+        .arg(&out_dir)
+        .output()
+        .unwrap();
+    assert!(m.status.success(), "mount tmpfs: {}", stderr(&m));
+    let out = p.run(&["build", &image, "--next", "--out-dir", out_dir.to_str().unwrap()]);
+    let left: Vec<String> = std::fs::read_dir(&out_dir)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n != ".reserved")
+        .collect();
+    let reserved_empty = std::fs::read_dir(out_dir.join(".reserved")).map(|mut d| d.next().is_none()).unwrap_or(true);
+    let _ = Command::new("umount").arg(&out_dir).output();
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("no space left on device"), "{err}");
+    assert!(left.is_empty(), "left behind: {left:?}");
+    assert!(reserved_empty, "reservation not released");
+    assert!(containers_named(&format!("lxcforge-{image}-")).is_empty());
+    cleanup_images(&p);
+}

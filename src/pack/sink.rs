@@ -4,6 +4,7 @@
 
 use std::fs::File;
 use std::io::{self, BufWriter, Read, Write};
+use std::sync::{Arc, Mutex};
 
 use gzp::ZWriter;
 use gzp::deflate::Mgzip;
@@ -50,10 +51,55 @@ impl<W: Write> Write for Hashing<W> {
     }
 }
 
-pub(crate) type OutSink = Hashing<File>;
+/// The output file behind a latch. gzp's writer threads `unwrap()` internally once the sink
+/// has returned an error (a full disk would panic the packer), so the sink never returns one
+/// to the compressor: the first error is kept, later writes are discarded, and both the tar
+/// writer (through `Encoder::write`) and `finish_sink` report the kept error instead.
+pub(crate) struct Latch {
+    file: File,
+    err: Arc<Mutex<Option<io::Error>>>,
+}
+
+impl Latch {
+    fn failed(err: &Mutex<Option<io::Error>>) -> Option<io::Error> {
+        let g = err.lock().unwrap_or_else(|p| p.into_inner());
+        g.as_ref().map(|e| io::Error::new(e.kind(), e.to_string()))
+    }
+    fn keep(&self, e: io::Error) {
+        let mut g = self.err.lock().unwrap_or_else(|p| p.into_inner());
+        g.get_or_insert(e);
+    }
+}
+
+impl Write for Latch {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        if Latch::failed(&self.err).is_none()
+            && let Err(e) = self.file.write_all(buf)
+        {
+            self.keep(e);
+        }
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        if Latch::failed(&self.err).is_none()
+            && let Err(e) = self.file.flush()
+        {
+            self.keep(e);
+        }
+        Ok(())
+    }
+}
+
+pub(crate) type OutSink = Hashing<Latch>;
 
 /// Parallel compressor writing into the hashed output file.
-pub(crate) enum Encoder {
+pub(crate) struct Encoder {
+    kind: EncoderKind,
+    /// The output's first write error (see `Latch`).
+    out_err: Arc<Mutex<Option<io::Error>>>,
+}
+
+enum EncoderKind {
     Gzip(GzipEnc),
     Zstd(zstd::stream::write::Encoder<'static, OutSink>),
 }
@@ -72,7 +118,14 @@ impl Drop for GzipEnc {
 }
 
 impl Encoder {
-    pub fn new(c: &Compression, threads: usize, sink: OutSink) -> io::Result<Encoder> {
+    pub fn new(c: &Compression, threads: usize, out: File) -> io::Result<Encoder> {
+        let out_err = Arc::new(Mutex::new(None));
+        let sink = Hashing::new(Latch { file: out, err: out_err.clone() });
+        let kind = Self::kind(c, threads, sink)?;
+        Ok(Encoder { kind, out_err })
+    }
+
+    fn kind(c: &Compression, threads: usize, sink: OutSink) -> io::Result<EncoderKind> {
         let threads = threads.max(1);
         match *c {
             Compression::Gzip { level } => {
@@ -82,7 +135,7 @@ impl Encoder {
                     .map_err(io::Error::other)?
                     .compression_level(gzp::Compression::new(level))
                     .from_writer(sink);
-                Ok(Encoder::Gzip(GzipEnc(Some(par))))
+                Ok(EncoderKind::Gzip(GzipEnc(Some(par))))
             }
             Compression::Zstd { level } => {
                 let mut enc = zstd::stream::write::Encoder::new(sink, level)?;
@@ -92,20 +145,25 @@ impl Encoder {
                 enc.multithread(threads as u32)?;
                 enc.include_checksum(true)?;
                 enc.include_contentsize(false)?;
-                Ok(Encoder::Zstd(enc))
+                Ok(EncoderKind::Zstd(enc))
             }
         }
     }
 
     /// Flushes the last block and returns the sink.
-    pub fn finish(self) -> io::Result<OutSink> {
-        match self {
-            Encoder::Gzip(mut g) => {
+    pub fn finish(self) -> io::Result<(File, String, u64)> {
+        let sink = match self.kind {
+            EncoderKind::Gzip(mut g) => {
                 let mut par = g.0.take().expect("finish called once");
-                par.finish().map_err(gzp_to_io)
+                par.finish().map_err(gzp_to_io)?
             }
-            Encoder::Zstd(enc) => enc.finish(),
+            EncoderKind::Zstd(enc) => enc.finish()?,
+        };
+        if let Some(e) = Latch::failed(&self.out_err) {
+            return Err(e);
         }
+        let (latch, sha, bytes) = sink.finish();
+        Ok((latch.file, sha, bytes))
     }
 }
 
@@ -118,9 +176,12 @@ fn gzp_to_io(e: gzp::GzpError) -> io::Error {
 
 impl Write for Encoder {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        match self {
-            Encoder::Gzip(g) => g.0.as_mut().expect("not finished").write(buf),
-            Encoder::Zstd(z) => z.write(buf),
+        if let Some(e) = Latch::failed(&self.out_err) {
+            return Err(e);
+        }
+        match &mut self.kind {
+            EncoderKind::Gzip(g) => g.0.as_mut().expect("not finished").write(buf),
+            EncoderKind::Zstd(z) => z.write(buf),
         }
     }
     /// Deliberately a no-op: a flush would cut a compression block at a position that depends
@@ -134,7 +195,7 @@ impl Write for Encoder {
 pub(crate) type TarSink = Hashing<BufWriter<Encoder>>;
 
 pub(crate) fn tar_sink(c: &Compression, threads: usize, out: File) -> io::Result<TarSink> {
-    let enc = Encoder::new(c, threads, Hashing::new(out))?;
+    let enc = Encoder::new(c, threads, out)?;
     Ok(Hashing::new(BufWriter::with_capacity(TAR_BUFFER, enc)))
 }
 
@@ -151,7 +212,7 @@ pub(crate) fn finish_sink(s: TarSink) -> io::Result<Finished> {
     let (buf, tar_sha256, tar_bytes) = s.finish();
     // `into_inner` writes the buffer out without calling the encoder's `flush`.
     let enc = buf.into_inner().map_err(|e| e.into_error())?;
-    let (file, sha256, compressed_bytes) = enc.finish()?.finish();
+    let (file, sha256, compressed_bytes) = enc.finish()?;
     Ok(Finished { file, tar_sha256, tar_bytes, sha256, compressed_bytes })
 }
 
