@@ -12,7 +12,8 @@
 # Usage: bench/pack.sh [CONTAINER]
 #   Without CONTAINER, one is made from bases/debian-12-minbase.tar.gz (`make base.debian-12`)
 #   and provisioned with the shipped provision scripts, then removed at the end.
-# Env: LXCFORGE (default target/release/lxcforge), BENCH_DIR (scratch, default a temp dir).
+# Env: LXCFORGE (default target/release/lxcforge), LXCFORGE_FLAGS (extra export flags, e.g.
+#      "--level 4"), BENCH_DIR (scratch, default a temp dir).
 # Needs: docker, gzip, pigz, GNU time (/usr/bin/time), bc.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -73,7 +74,7 @@ run() {
 run a "docker export $container > /dev/null"
 run b "docker export $container | gzip -9 -n > $work/b.tar.gz"
 run c "docker export $container | pigz -6 -n > $work/c.tar.gz"
-run d "$LXCFORGE --quiet export $container $work/d.tar.gz"
+run d "$LXCFORGE --quiet export ${LXCFORGE_FLAGS:-} $container $work/d.tar.gz"
 SIZE[a]=0
 for k in b c d; do SIZE[$k]=$(stat -c %s "$work/$k.tar.gz"); done
 

@@ -10,7 +10,9 @@ use serde::Serialize;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ArtifactError {
-    #[error("{path} already exists; lxcforge never overwrites an artifact\n  fix: build the next version (--next)")]
+    #[error(
+        "{path} already exists; lxcforge never overwrites an artifact\n  fix: build the next version (--next)"
+    )]
     Exists { path: PathBuf },
     #[error("cannot write {path}: {source}{}", disk_full_hint(.source))]
     Io {
@@ -35,7 +37,10 @@ pub struct Staging {
 impl Staging {
     pub fn create(out_dir: &Path, build_id: &str) -> Result<Staging, ArtifactError> {
         let dir = out_dir.join(format!(".staging-{build_id}"));
-        std::fs::create_dir_all(&dir).map_err(|source| ArtifactError::Io { path: dir.clone(), source })?;
+        std::fs::create_dir_all(&dir).map_err(|source| ArtifactError::Io {
+            path: dir.clone(),
+            source,
+        })?;
         Ok(Staging {
             dir,
             out_dir: out_dir.to_owned(),
@@ -48,7 +53,10 @@ impl Staging {
 
     pub fn write(&self, name: &str, data: &[u8]) -> Result<(), ArtifactError> {
         let path = self.path(name);
-        let io = |source| ArtifactError::Io { path: path.clone(), source };
+        let io = |source| ArtifactError::Io {
+            path: path.clone(),
+            source,
+        };
         let mut f = std::fs::File::create(&path).map_err(io)?;
         std::io::Write::write_all(&mut f, data).map_err(io)?;
         f.sync_all().map_err(io)
@@ -70,7 +78,10 @@ impl Staging {
                 return Err(if e.kind() == std::io::ErrorKind::AlreadyExists {
                     ArtifactError::Exists { path: to }
                 } else {
-                    ArtifactError::Io { path: to, source: e }
+                    ArtifactError::Io {
+                        path: to,
+                        source: e,
+                    }
                 });
             }
             done.push(to);
@@ -112,7 +123,11 @@ pub fn parse_packages(lines: &[String]) -> Vec<Package> {
             })
         })
         .collect();
-    pkgs.sort_by(|a, b| a.name.cmp(&b.name).then(a.architecture.cmp(&b.architecture)));
+    pkgs.sort_by(|a, b| {
+        a.name
+            .cmp(&b.name)
+            .then(a.architecture.cmp(&b.architecture))
+    });
     pkgs
 }
 
@@ -201,7 +216,11 @@ mod tests {
 
     #[test]
     fn packages_parse_and_sort() {
-        let lines = vec!["zlib1g\t1:1.2\tamd64".to_owned(), "bash\t5.2\tamd64".to_owned(), "junk".to_owned()];
+        let lines = vec![
+            "zlib1g\t1:1.2\tamd64".to_owned(),
+            "bash\t5.2\tamd64".to_owned(),
+            "junk".to_owned(),
+        ];
         let p = parse_packages(&lines);
         assert_eq!(p.len(), 2);
         assert_eq!(p[0].name, "bash");

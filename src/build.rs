@@ -50,7 +50,10 @@ pub enum BuildError {
     #[error("{0:#}")]
     Failed(#[from] anyhow::Error),
     #[error("interrupted by {signal}; everything the build created was removed")]
-    Interrupted { signal: &'static str, exit_code: i32 },
+    Interrupted {
+        signal: &'static str,
+        exit_code: i32,
+    },
 }
 
 /// Things to undo, registered as soon as they exist.
@@ -89,7 +92,11 @@ fn short(id: &str) -> &str {
 }
 
 /// Runs the build with signal handling and cleanup on every path.
-pub async fn run(def: &Definition, opts: &BuildOptions, ui: &Ui) -> Result<BuildResult, BuildError> {
+pub async fn run(
+    def: &Definition,
+    opts: &BuildOptions,
+    ui: &Ui,
+) -> Result<BuildResult, BuildError> {
     let cleanup = Cleanup::default();
     let engine_slot: tokio::sync::OnceCell<Engine> = tokio::sync::OnceCell::new();
     let outcome = {
@@ -106,7 +113,10 @@ pub async fn run(def: &Definition, opts: &BuildOptions, ui: &Ui) -> Result<Build
         }
     };
     if let Err(BuildError::Interrupted { signal, .. }) = &outcome {
-        ui.stage("cleanup", format!("{signal} received, removing what the build created"));
+        ui.stage(
+            "cleanup",
+            format!("{signal} received, removing what the build created"),
+        );
     }
     cleanup.run(engine_slot.get(), ui).await;
     outcome
@@ -123,15 +133,22 @@ async fn pipeline(
     let mut timings = BTreeMap::new();
     let mut clock = Instant::now();
     let mut lap = |name: &str, timings: &mut BTreeMap<String, f64>| {
-        timings.insert(format!("{:02}-{name}", timings.len() + 1), clock.elapsed().as_secs_f64());
+        timings.insert(
+            format!("{:02}-{name}", timings.len() + 1),
+            clock.elapsed().as_secs_f64(),
+        );
         clock = Instant::now();
     };
     let build_id = build_id();
     let provenance = Provenance::collect(&def.root, opts.source_date_epoch);
 
     // 1. reserve
-    std::fs::create_dir_all(&opts.out_dir)
-        .with_context(|| format!("cannot create the output directory {}", opts.out_dir.display()))?;
+    std::fs::create_dir_all(&opts.out_dir).with_context(|| {
+        format!(
+            "cannot create the output directory {}",
+            opts.out_dir.display()
+        )
+    })?;
     let reservation = Reservation::acquire(&opts.out_dir, &def.prefix, opts.version)?;
     let ext = opts.compression.extension();
     let file_name = version::artifact_name(&def.prefix, reservation.version, ext);
@@ -143,14 +160,19 @@ async fn pipeline(
 
     // 2. base
     let engine = engine_slot.get_or_try_init(Engine::connect).await?;
-    ui.stage("base", format!("{} (engine: {})", def.base.describe(), engine.endpoint));
+    ui.stage(
+        "base",
+        format!("{} (engine: {})", def.base.describe(), engine.endpoint),
+    );
     let base = resolve_base(engine, def, ui).await?;
     ui.info(format!("base digest {}", base.digest));
     lap("base", &mut timings);
 
     // 3. container
     let name = engine::container_name(&def.name, &build_id);
-    let id = engine.create_container(&base.image, &name, &build_id).await?;
+    let id = engine
+        .create_container(&base.image, &name, &build_id)
+        .await?;
     cleanup.container(&id);
     engine.start_container(&id).await?;
     ui.stage("container", format!("{name} ({})", short(&id)));
@@ -164,19 +186,44 @@ async fn pipeline(
         let label = script.file_name();
         ui.stage(&script.stage.to_string(), &script.path);
         engine
-            .run_script(&id, path, &label, &env, opts.script_timeout.or(def.script_timeout), ui)
+            .run_script(
+                &id,
+                path,
+                &label,
+                &env,
+                opts.script_timeout.or(def.script_timeout),
+                ui,
+            )
             .await?;
     }
     // The scripts' own directory is build scaffolding, not part of the image.
-    let (code, _) = engine.capture(&id, &["rm", "-rf", engine::SCRIPT_DIR]).await?;
-    anyhow::ensure!(code == 0, "could not remove {} from the build container", engine::SCRIPT_DIR);
+    let (code, _) = engine
+        .capture(&id, &["rm", "-rf", engine::SCRIPT_DIR])
+        .await?;
+    anyhow::ensure!(
+        code == 0,
+        "could not remove {} from the build container",
+        engine::SCRIPT_DIR
+    );
     lap("scripts", &mut timings);
 
     // 5. inventory
     let (code, lines) = engine
-        .capture(&id, &["dpkg-query", "-W", "-f", "${Package}\t${Version}\t${Architecture}\n"])
+        .capture(
+            &id,
+            &[
+                "dpkg-query",
+                "-W",
+                "-f",
+                "${Package}\t${Version}\t${Architecture}\n",
+            ],
+        )
         .await?;
-    let packages = if code == 0 { artifact::parse_packages(&lines) } else { Vec::new() };
+    let packages = if code == 0 {
+        artifact::parse_packages(&lines)
+    } else {
+        Vec::new()
+    };
     if code != 0 {
         ui.warn("dpkg-query failed in the container; the manifest lists no packages");
     }
@@ -185,7 +232,10 @@ async fn pipeline(
     // 6. export
     let staging = Staging::create(&opts.out_dir, &build_id)?;
     cleanup.dir(&staging.dir);
-    ui.stage("export", format!("packing the container filesystem ({ext})"));
+    ui.stage(
+        "export",
+        format!("packing the container filesystem ({ext})"),
+    );
     let report = export_container(
         engine,
         &id,
@@ -245,7 +295,10 @@ async fn pipeline(
     };
     let sha_name = format!("{file_name}.sha256");
     let json_name = manifest_name(&file_name);
-    staging.write(&sha_name, artifact::sha256_sidecar(&report.sha256, &file_name).as_bytes())?;
+    staging.write(
+        &sha_name,
+        artifact::sha256_sidecar(&report.sha256, &file_name).as_bytes(),
+    )?;
     let mut manifest_json = serde_json::to_vec_pretty(&manifest)?;
     manifest_json.push(b'\n');
     staging.write(&json_name, &manifest_json)?;
@@ -290,8 +343,14 @@ async fn resolve_base(engine: &Engine, def: &Definition, ui: &Ui) -> anyhow::Res
                     p.strip_prefix(&def.root).unwrap_or(p).display().to_string(),
                 ),
                 RootfsSource::Url(u) => {
-                    let expected = sha256.as_deref().expect("definition requires sha256 for URLs");
-                    (crate::fetch::download(u, expected, &engine::cache_dir(&def.root), ui).await?, u.clone())
+                    let expected = sha256
+                        .as_deref()
+                        .expect("definition requires sha256 for URLs");
+                    (
+                        crate::fetch::download(u, expected, &engine::cache_dir(&def.root), ui)
+                            .await?,
+                        u.clone(),
+                    )
                 }
             };
             engine
@@ -311,16 +370,30 @@ pub async fn export_container(
     ui: &Ui,
 ) -> anyhow::Result<pack::PackReport> {
     use anyhow::Context;
-    let total = engine
-        .docker()
-        .inspect_container(id, Some(bollard::query_parameters::InspectContainerOptionsBuilder::default().size(true).build()))
-        .await
-        .ok()
-        .and_then(|c| c.size_root_fs)
-        .map(|s| s.max(0) as u64);
+    // The size is only a progress-bar total, and the engine walks the whole filesystem to
+    // compute it: ask only when a bar is drawn.
+    let total = if !ui.draws_bars() {
+        None
+    } else {
+        engine
+            .docker()
+            .inspect_container(
+                id,
+                Some(
+                    bollard::query_parameters::InspectContainerOptionsBuilder::default()
+                        .size(true)
+                        .build(),
+                ),
+            )
+            .await
+            .ok()
+            .and_then(|c| c.size_root_fs)
+            .map(|s| s.max(0) as u64)
+    };
     let progress = ui.bytes("export", total);
     let reader = StreamReader::new(engine.export(id));
-    let file = std::fs::File::create(dest).with_context(|| format!("cannot create {}", dest.display()))?;
+    let file =
+        std::fs::File::create(dest).with_context(|| format!("cannot create {}", dest.display()))?;
     let sync_file = file.try_clone()?;
     let opts = opts.clone();
     let p2 = progress.clone();
@@ -339,8 +412,11 @@ pub async fn export_container(
             dest.parent().unwrap_or(dest).display()
         ),
         Err(e) => {
-            return Err(anyhow::Error::new(e)
-                .context(format!("cannot pack container {} into {}", short(id), dest.display())));
+            return Err(anyhow::Error::new(e).context(format!(
+                "cannot pack container {} into {}",
+                short(id),
+                dest.display()
+            )));
         }
     };
     progress.finish();
@@ -373,7 +449,10 @@ impl Provenance {
                 .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
         };
         let mut git_commit = git(&["rev-parse", "HEAD"]).unwrap_or_else(|| "unknown".into());
-        if git_commit != "unknown" && git(&["status", "--porcelain", "--untracked-files=no"]).is_some_and(|s| !s.is_empty()) {
+        if git_commit != "unknown"
+            && git(&["status", "--porcelain", "--untracked-files=no"])
+                .is_some_and(|s| !s.is_empty())
+        {
             git_commit.push_str("-dirty");
         }
         let source_date_epoch = explicit_epoch
@@ -392,7 +471,13 @@ impl Provenance {
     }
 }
 
-fn script_env(def: &Definition, version: u64, p: &Provenance, base: &ResolvedBase, build_id: &str) -> Vec<String> {
+fn script_env(
+    def: &Definition,
+    version: u64,
+    p: &Provenance,
+    base: &ResolvedBase,
+    build_id: &str,
+) -> Vec<String> {
     let mut env: Vec<String> = vec![
         "DEBIAN_FRONTEND=noninteractive".into(),
         "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into(),
@@ -417,7 +502,11 @@ fn build_id() -> String {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_nanos())
         .unwrap_or(0);
-    format!("{:x}{:04x}", std::process::id(), (nanos & 0xffff_ffff) as u32)
+    format!(
+        "{:x}{:04x}",
+        std::process::id(),
+        (nanos & 0xffff_ffff) as u32
+    )
 }
 
 #[cfg(test)]

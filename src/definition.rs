@@ -238,7 +238,11 @@ pub fn locate(root: &Path, name_or_path: &str) -> Result<PathBuf, DefinitionErro
 }
 
 /// Loads and checks a definition. `root` is the project root.
-pub fn load(root: &Path, name_or_path: &str, opts: LoadOptions) -> Result<Definition, DefinitionError> {
+pub fn load(
+    root: &Path,
+    name_or_path: &str,
+    opts: LoadOptions,
+) -> Result<Definition, DefinitionError> {
     let path = locate(root, name_or_path)?;
     let read_err = |source| DefinitionError::Read {
         path: path.clone(),
@@ -282,7 +286,13 @@ pub fn parse(
         fix: fix.to_owned(),
     };
 
-    check_name(name).map_err(|p| invalid("file name", p, "name the file images/<name>.toml with letters, digits, '.', '_' or '-'"))?;
+    check_name(name).map_err(|p| {
+        invalid(
+            "file name",
+            p,
+            "name the file images/<name>.toml with letters, digits, '.', '_' or '-'",
+        )
+    })?;
     check_prefix(&raw.prefix).map_err(|p| {
         invalid(
             "prefix",
@@ -290,7 +300,8 @@ pub fn parse(
             "use letters, digits, '.', '_' and '-', e.g. prefix = \"debian-12-lxc-rootfs\"",
         )
     })?;
-    let base = parse_base(root, &raw.base, opts).map_err(|(field, problem, fix)| invalid(field, problem, &fix))?;
+    let base = parse_base(root, &raw.base, opts)
+        .map_err(|(field, problem, fix)| invalid(field, problem, &fix))?;
     if raw.provision.is_empty() {
         return Err(invalid(
             "provision",
@@ -302,7 +313,8 @@ pub fn parse(
         if !is_env_name(key) || key.starts_with("LXCFORGE_") {
             return Err(invalid(
                 &format!("env.{key}"),
-                "is not a usable environment variable name (or uses the reserved LXCFORGE_ prefix)".into(),
+                "is not a usable environment variable name (or uses the reserved LXCFORGE_ prefix)"
+                    .into(),
                 "use [A-Za-z_][A-Za-z0-9_]* and a name not starting with LXCFORGE_",
             ));
         }
@@ -312,7 +324,13 @@ pub fn parse(
         .as_deref()
         .map(humantime::parse_duration)
         .transpose()
-        .map_err(|e| invalid("script-timeout", format!("cannot be read: {e}"), "write a duration such as \"30m\" or \"1h\""))?;
+        .map_err(|e| {
+            invalid(
+                "script-timeout",
+                format!("cannot be read: {e}"),
+                "write a duration such as \"30m\" or \"1h\"",
+            )
+        })?;
 
     let provision = load_scripts(root, path, Stage::Provision, &raw.provision)?;
     let cleanup = load_scripts(root, path, Stage::Cleanup, &raw.cleanup)?;
@@ -389,7 +407,8 @@ fn parse_base(root: &Path, raw: &RawBase, opts: LoadOptions) -> Result<Base, Fie
         (None, None) => Err((
             "base",
             "sets neither `image` nor `rootfs`".into(),
-            "add image = \"ubuntu:24.04@sha256:<digest>\" or rootfs = \"bases/<file>.tar.gz\"".into(),
+            "add image = \"ubuntu:24.04@sha256:<digest>\" or rootfs = \"bases/<file>.tar.gz\""
+                .into(),
         )),
         (Some(reference), None) => {
             if raw.sha256.is_some() {
@@ -415,7 +434,8 @@ fn parse_base(root: &Path, raw: &RawBase, opts: LoadOptions) -> Result<Base, Fie
                     return Err((
                         "base.rootfs",
                         format!("'{rootfs}' uses plain http"),
-                        "use an https:// URL (plain http is accepted only for 127.0.0.1/localhost)".into(),
+                        "use an https:// URL (plain http is accepted only for 127.0.0.1/localhost)"
+                            .into(),
                     ));
                 }
                 if sha256.is_none() {
@@ -428,7 +448,11 @@ fn parse_base(root: &Path, raw: &RawBase, opts: LoadOptions) -> Result<Base, Fie
                 RootfsSource::Url(rootfs.clone())
             } else {
                 let p = Path::new(rootfs);
-                RootfsSource::Path(if p.is_absolute() { p.to_owned() } else { root.join(p) })
+                RootfsSource::Path(if p.is_absolute() {
+                    p.to_owned()
+                } else {
+                    root.join(p)
+                })
             };
             Ok(Base::Rootfs { source, sha256 })
         }
@@ -443,7 +467,8 @@ fn is_loopback_url(url: &str) -> bool {
 
 fn parse_sha256(s: &str) -> Option<String> {
     let hex = s.strip_prefix("sha256:").unwrap_or(s);
-    (hex.len() == 64 && hex.chars().all(|c| c.is_ascii_hexdigit())).then(|| hex.to_ascii_lowercase())
+    (hex.len() == 64 && hex.chars().all(|c| c.is_ascii_hexdigit()))
+        .then(|| hex.to_ascii_lowercase())
 }
 
 /// Splits `repo[:tag][@sha256:hex]`. The tag separator is a ':' after the last '/', so a
@@ -456,7 +481,11 @@ pub fn parse_image_ref(reference: &str, allow_unpinned: bool) -> Result<Base, Fi
             "write <name>[:<tag>]@sha256:<64 hex digits>, e.g. ubuntu:24.04@sha256:…".to_string(),
         )
     };
-    if reference.is_empty() || reference.chars().any(|c| c.is_whitespace() || c.is_control()) {
+    if reference.is_empty()
+        || reference
+            .chars()
+            .any(|c| c.is_whitespace() || c.is_control())
+    {
         return Err(bad(format!("'{reference}' is not an image reference")));
     }
     let (name, digest) = match reference.split_once('@') {
@@ -498,10 +527,12 @@ fn load_scripts(
     stage: Stage,
     entries: &[String],
 ) -> Result<Vec<Script>, DefinitionError> {
-    let canon_root = root.canonicalize().map_err(|source| DefinitionError::Read {
-        path: root.to_owned(),
-        source,
-    })?;
+    let canon_root = root
+        .canonicalize()
+        .map_err(|source| DefinitionError::Read {
+            path: root.to_owned(),
+            source,
+        })?;
     let mut out: Vec<Script> = Vec::with_capacity(entries.len());
     for entry in entries {
         let err = |problem: String, fix: &str| DefinitionError::Script {
@@ -515,7 +546,9 @@ fn load_scripts(
         if rel.is_absolute() || rel.components().any(|c| matches!(c, Component::ParentDir)) {
             return Err(err(
                 "points outside the project".into(),
-                &format!("keep scripts inside the project and write paths relative to it, e.g. \"{stage}/10-name.sh\""),
+                &format!(
+                    "keep scripts inside the project and write paths relative to it, e.g. \"{stage}/10-name.sh\""
+                ),
             ));
         }
         let abs = root.join(rel);
@@ -527,21 +560,32 @@ fn load_scripts(
         })?;
         if !canon.starts_with(&canon_root) {
             return Err(err(
-                format!("resolves to {} outside the project (through a symlink)", canon.display()),
+                format!(
+                    "resolves to {} outside the project (through a symlink)",
+                    canon.display()
+                ),
                 "copy the script into the project instead of linking to it",
             ));
         }
-        let meta = std::fs::metadata(&canon).map_err(|e| err(format!("cannot be read: {e}"), "check its permissions"))?;
+        let meta = std::fs::metadata(&canon)
+            .map_err(|e| err(format!("cannot be read: {e}"), "check its permissions"))?;
         if !meta.is_file() {
-            return Err(err("is not a regular file".into(), "point at a script file"));
+            return Err(err(
+                "is not a regular file".into(),
+                "point at a script file",
+            ));
         }
         if meta.len() > MAX_SCRIPT_BYTES {
             return Err(err(
-                format!("is {} bytes, over the {MAX_SCRIPT_BYTES}-byte limit for scripts", meta.len()),
+                format!(
+                    "is {} bytes, over the {MAX_SCRIPT_BYTES}-byte limit for scripts",
+                    meta.len()
+                ),
                 "keep large payloads out of scripts: install them with the package manager or download them in the script",
             ));
         }
-        let bytes = std::fs::read(&canon).map_err(|e| err(format!("cannot be read: {e}"), "check its permissions"))?;
+        let bytes = std::fs::read(&canon)
+            .map_err(|e| err(format!("cannot be read: {e}"), "check its permissions"))?;
         if !bytes.starts_with(b"#!") {
             return Err(err(
                 "has no #! line, so the container would not know how to run it".into(),
@@ -579,7 +623,13 @@ rootfs = "bases/x.tar.gz"
 "#;
 
     fn parse_text(root: &Path, text: &str) -> Result<Definition, DefinitionError> {
-        parse(root, &root.join("images/t.toml"), "t", text, LoadOptions::default())
+        parse(
+            root,
+            &root.join("images/t.toml"),
+            "t",
+            text,
+            LoadOptions::default(),
+        )
     }
 
     #[test]
@@ -592,46 +642,72 @@ rootfs = "bases/x.tar.gz"
             d.provision[0].sha256,
             hex::encode(Sha256::digest(b"#!/bin/sh\necho a\n"))
         );
-        assert!(matches!(d.base, Base::Rootfs { source: RootfsSource::Path(ref p), sha256: None } if p.ends_with("bases/x.tar.gz")));
+        assert!(
+            matches!(d.base, Base::Rootfs { source: RootfsSource::Path(ref p), sha256: None } if p.ends_with("bases/x.tar.gz"))
+        );
     }
 
     #[test]
     fn unknown_key_is_named() {
         let p = project();
-        let e = parse_text(p.path(), &format!("{GOOD}\nprovison = []\n")).unwrap_err().to_string();
+        let e = parse_text(p.path(), &format!("{GOOD}\nprovison = []\n"))
+            .unwrap_err()
+            .to_string();
         // the misplaced key lands in [base] here, so toml names it there
         assert!(e.contains("unknown field `provison`"), "{e}");
         assert!(e.contains("images/t.toml"), "{e}");
-        let e = parse_text(p.path(), &format!("colour = 1\n{GOOD}")).unwrap_err().to_string();
+        let e = parse_text(p.path(), &format!("colour = 1\n{GOOD}"))
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("unknown field `colour`"), "{e}");
     }
 
     #[test]
     fn missing_script_is_named_with_fix() {
         let p = project();
-        let e = parse_text(p.path(), &GOOD.replace("10-a.sh", "20-missing.sh")).unwrap_err().to_string();
-        assert!(e.contains("provision script 'provision/20-missing.sh' cannot be opened"), "{e}");
+        let e = parse_text(p.path(), &GOOD.replace("10-a.sh", "20-missing.sh"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("provision script 'provision/20-missing.sh' cannot be opened"),
+            "{e}"
+        );
         assert!(e.contains("fix:"), "{e}");
     }
 
     #[test]
     fn scripts_outside_the_project_are_refused() {
         let p = project();
-        let e = parse_text(p.path(), &GOOD.replace("provision/10-a.sh", "../../etc/passwd")).unwrap_err().to_string();
+        let e = parse_text(
+            p.path(),
+            &GOOD.replace("provision/10-a.sh", "../../etc/passwd"),
+        )
+        .unwrap_err()
+        .to_string();
         assert!(e.contains("points outside the project"), "{e}");
         std::os::unix::fs::symlink("/etc/passwd", p.path().join("provision/evil.sh")).unwrap();
-        let e = parse_text(p.path(), &GOOD.replace("10-a.sh", "evil.sh")).unwrap_err().to_string();
+        let e = parse_text(p.path(), &GOOD.replace("10-a.sh", "evil.sh"))
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("outside the project (through a symlink)"), "{e}");
     }
 
     #[test]
     fn oversized_and_shebangless_scripts_are_refused() {
         let p = project();
-        std::fs::write(p.path().join("provision/big.sh"), vec![b'#'; MAX_SCRIPT_BYTES as usize + 1]).unwrap();
-        let e = parse_text(p.path(), &GOOD.replace("10-a.sh", "big.sh")).unwrap_err().to_string();
+        std::fs::write(
+            p.path().join("provision/big.sh"),
+            vec![b'#'; MAX_SCRIPT_BYTES as usize + 1],
+        )
+        .unwrap();
+        let e = parse_text(p.path(), &GOOD.replace("10-a.sh", "big.sh"))
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("over the"), "{e}");
         std::fs::write(p.path().join("provision/nosheb.sh"), "echo hi\n").unwrap();
-        let e = parse_text(p.path(), &GOOD.replace("10-a.sh", "nosheb.sh")).unwrap_err().to_string();
+        let e = parse_text(p.path(), &GOOD.replace("10-a.sh", "nosheb.sh"))
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("no #! line"), "{e}");
     }
 
@@ -643,7 +719,8 @@ rootfs = "bases/x.tar.gz"
         let b = parse_image_ref("ubuntu:24.04", true).unwrap();
         assert!(matches!(b, Base::Image { digest: None, .. }));
         let d = "a".repeat(64);
-        let b = parse_image_ref(&format!("127.0.0.1:5000/lf/ubuntu:24.04@sha256:{d}"), false).unwrap();
+        let b =
+            parse_image_ref(&format!("127.0.0.1:5000/lf/ubuntu:24.04@sha256:{d}"), false).unwrap();
         assert_eq!(
             b,
             Base::Image {
@@ -654,7 +731,9 @@ rootfs = "bases/x.tar.gz"
             }
         );
         let b = parse_image_ref(&format!("127.0.0.1:5000/x@sha256:{d}"), false).unwrap();
-        assert!(matches!(b, Base::Image { ref repository, tag: None, .. } if repository == "127.0.0.1:5000/x"));
+        assert!(
+            matches!(b, Base::Image { ref repository, tag: None, .. } if repository == "127.0.0.1:5000/x")
+        );
         assert!(parse_image_ref("ubuntu@sha256:abc", false).is_err());
         assert!(parse_image_ref("ubuntu:@sha256:abc", true).is_err());
     }
@@ -663,13 +742,33 @@ rootfs = "bases/x.tar.gz"
     fn base_kinds_are_exclusive_and_checked() {
         let p = project();
         let both = GOOD.replace("[base]\n", "[base]\nimage = \"x@sha256:0\"\n");
-        assert!(parse_text(p.path(), &both).unwrap_err().to_string().contains("both"));
+        assert!(
+            parse_text(p.path(), &both)
+                .unwrap_err()
+                .to_string()
+                .contains("both")
+        );
         let bad_sha = GOOD.replace("[base]\n", "[base]\nsha256 = \"nope\"\n");
-        assert!(parse_text(p.path(), &bad_sha).unwrap_err().to_string().contains("not a sha256"));
+        assert!(
+            parse_text(p.path(), &bad_sha)
+                .unwrap_err()
+                .to_string()
+                .contains("not a sha256")
+        );
         let url = GOOD.replace("bases/x.tar.gz", "http://example.org/x.tar.gz");
-        assert!(parse_text(p.path(), &url).unwrap_err().to_string().contains("plain http"));
+        assert!(
+            parse_text(p.path(), &url)
+                .unwrap_err()
+                .to_string()
+                .contains("plain http")
+        );
         let url = GOOD.replace("bases/x.tar.gz", "https://example.org/x.tar.gz");
-        assert!(parse_text(p.path(), &url).unwrap_err().to_string().contains("required"));
+        assert!(
+            parse_text(p.path(), &url)
+                .unwrap_err()
+                .to_string()
+                .contains("required")
+        );
     }
 
     #[test]
@@ -686,7 +785,9 @@ rootfs = "bases/x.tar.gz"
         let p = project();
         std::fs::write(p.path().join("images/debian-12.toml"), GOOD).unwrap();
         std::fs::write(p.path().join("images/ubuntu-24.04.toml"), GOOD).unwrap();
-        let e = load(p.path(), "debain-12", LoadOptions::default()).unwrap_err().to_string();
+        let e = load(p.path(), "debain-12", LoadOptions::default())
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("did you mean 'debian-12'"), "{e}");
         assert!(e.contains("ubuntu-24.04"), "{e}");
         let d = load(p.path(), "debian-12", LoadOptions::default()).unwrap();
@@ -701,8 +802,18 @@ rootfs = "bases/x.tar.gz"
         assert_eq!(d.script_timeout, Some(Duration::from_secs(300)));
         assert_eq!(d.env.get("FOO").map(String::as_str), Some("1"));
         let t = format!("{GOOD}\n[env]\nLXCFORGE_X = \"1\"\n");
-        assert!(parse_text(p.path(), &t).unwrap_err().to_string().contains("env.LXCFORGE_X"));
+        assert!(
+            parse_text(p.path(), &t)
+                .unwrap_err()
+                .to_string()
+                .contains("env.LXCFORGE_X")
+        );
         let t = format!("script-timeout = \"soon\"\n{GOOD}");
-        assert!(parse_text(p.path(), &t).unwrap_err().to_string().contains("script-timeout"));
+        assert!(
+            parse_text(p.path(), &t)
+                .unwrap_err()
+                .to_string()
+                .contains("script-timeout")
+        );
     }
 }

@@ -143,7 +143,11 @@ impl Engine {
         };
         let unreachable = |cause: String| EngineError::Unreachable {
             endpoint: endpoint.clone(),
-            docker_host: if docker_host.is_empty() { "<unset>".into() } else { docker_host.clone() },
+            docker_host: if docker_host.is_empty() {
+                "<unset>".into()
+            } else {
+                docker_host.clone()
+            },
             cause,
         };
         let docker = Docker::connect_with_local_defaults()
@@ -153,9 +157,17 @@ impl Engine {
         let docker = match tokio::time::timeout(CONNECT_TIMEOUT, docker.negotiate_version()).await {
             Ok(Ok(d)) => d,
             Ok(Err(e)) => return Err(unreachable(e.to_string())),
-            Err(_) => return Err(unreachable(format!("no answer within {}s", CONNECT_TIMEOUT.as_secs()))),
+            Err(_) => {
+                return Err(unreachable(format!(
+                    "no answer within {}s",
+                    CONNECT_TIMEOUT.as_secs()
+                )));
+            }
         };
-        docker.ping().await.map_err(|e| unreachable(e.to_string()))?;
+        docker
+            .ping()
+            .await
+            .map_err(|e| unreachable(e.to_string()))?;
         Ok(Engine { docker, endpoint })
     }
 
@@ -183,10 +195,21 @@ impl Engine {
                 ui.info(format!("{lookup} is already on the engine"));
                 i
             }
-            Err(bollard::errors::Error::DockerResponseServerError { status_code: 404, .. }) => {
-                self.pull(reference, repository, digest.or(tag).unwrap_or("latest"), ui).await?;
+            Err(bollard::errors::Error::DockerResponseServerError {
+                status_code: 404, ..
+            }) => {
+                self.pull(
+                    reference,
+                    repository,
+                    digest.or(tag).unwrap_or("latest"),
+                    ui,
+                )
+                .await?;
                 fetched = true;
-                self.docker.inspect_image(&lookup).await.map_err(api(format!("inspect pulled image {lookup}")))?
+                self.docker
+                    .inspect_image(&lookup)
+                    .await
+                    .map_err(api(format!("inspect pulled image {lookup}")))?
             }
             Err(e) => return Err(api(format!("inspect image {lookup}"))(e)),
         };
@@ -220,7 +243,13 @@ impl Engine {
         })
     }
 
-    async fn pull(&self, reference: &str, repository: &str, tag_or_digest: &str, ui: &Ui) -> Result<(), EngineError> {
+    async fn pull(
+        &self,
+        reference: &str,
+        repository: &str,
+        tag_or_digest: &str,
+        ui: &Ui,
+    ) -> Result<(), EngineError> {
         ui.info(format!("pulling {reference}"));
         // For a digest, `tag=sha256:…` is how the engine's API takes it (as the docker CLI sends it).
         let opts = CreateImageOptionsBuilder::default()
@@ -233,7 +262,8 @@ impl Engine {
         while let Some(item) = stream.next().await {
             match item {
                 Ok(info) => {
-                    if let (Some(id), Some(detail)) = (info.id.as_ref(), info.progress_detail.as_ref())
+                    if let (Some(id), Some(detail)) =
+                        (info.id.as_ref(), info.progress_detail.as_ref())
                         && let Some(cur) = detail.current
                     {
                         layers.insert(id.clone(), cur.max(0) as u64);
@@ -276,7 +306,10 @@ impl Engine {
             )
         })?;
         if !meta.is_file() {
-            return Err(rootfs_err("not a regular file".into(), "point base.rootfs at a tarball"));
+            return Err(rootfs_err(
+                "not a regular file".into(),
+                "point base.rootfs at a tarball",
+            ));
         }
         let sha = hash_file(path, ui.bytes("verify", Some(meta.len())))
             .await
@@ -295,11 +328,19 @@ impl Engine {
         let mut fetched = false;
         let inspect = match self.docker.inspect_image(&image).await {
             Ok(i) => {
-                ui.info(format!("rootfs sha256:{} already imported as {repo}", &sha[..12]));
+                ui.info(format!(
+                    "rootfs sha256:{} already imported as {repo}",
+                    &sha[..12]
+                ));
                 i
             }
-            Err(bollard::errors::Error::DockerResponseServerError { status_code: 404, .. }) => {
-                ui.info(format!("importing {display} ({})", crate::ui::human_bytes(meta.len())));
+            Err(bollard::errors::Error::DockerResponseServerError {
+                status_code: 404, ..
+            }) => {
+                ui.info(format!(
+                    "importing {display} ({})",
+                    crate::ui::human_bytes(meta.len())
+                ));
                 let file = tokio::fs::File::open(path)
                     .await
                     .map_err(|e| rootfs_err(e.to_string(), "check the file's permissions"))?;
@@ -316,9 +357,11 @@ impl Engine {
                         "CMD [\"/bin/sh\"]".to_owned(),
                     ])
                     .build();
-                let mut stream = self
-                    .docker
-                    .create_image(Some(opts), Some(bollard::body_try_stream(body)), None);
+                let mut stream = self.docker.create_image(
+                    Some(opts),
+                    Some(bollard::body_try_stream(body)),
+                    None,
+                );
                 while let Some(item) = stream.next().await {
                     if let Err(e) = item {
                         progress.finish();
@@ -330,7 +373,10 @@ impl Engine {
                 }
                 progress.finish();
                 fetched = true;
-                self.docker.inspect_image(&image).await.map_err(api(format!("inspect imported image {image}")))?
+                self.docker
+                    .inspect_image(&image)
+                    .await
+                    .map_err(api(format!("inspect imported image {image}")))?
             }
             Err(e) => return Err(api(format!("inspect image {image}"))(e)),
         };
@@ -346,7 +392,12 @@ impl Engine {
 
     /// Creates and starts the build container. Its main process only keeps it alive; the work
     /// happens in execs. No mounts: everything goes in and out through the API.
-    pub async fn create_container(&self, image: &str, name: &str, build_id: &str) -> Result<String, EngineError> {
+    pub async fn create_container(
+        &self,
+        image: &str,
+        name: &str,
+        build_id: &str,
+    ) -> Result<String, EngineError> {
         let body = ContainerCreateBody {
             image: Some(image.to_owned()),
             entrypoint: Some(vec![
@@ -380,16 +431,26 @@ impl Engine {
 
     /// Force-removes a container and its anonymous volumes.
     pub async fn remove_container(&self, id: &str) -> Result<(), EngineError> {
-        let opts = RemoveContainerOptionsBuilder::default().force(true).v(true).build();
+        let opts = RemoveContainerOptionsBuilder::default()
+            .force(true)
+            .v(true)
+            .build();
         match self.docker.remove_container(id, Some(opts)).await {
-            Ok(()) | Err(bollard::errors::Error::DockerResponseServerError { status_code: 404, .. }) => Ok(()),
+            Ok(())
+            | Err(bollard::errors::Error::DockerResponseServerError {
+                status_code: 404, ..
+            }) => Ok(()),
             Err(e) => Err(api(format!("remove container {id}"))(e)),
         }
     }
 
     /// Copies the scripts into `SCRIPT_DIR/<stage>/<NN>-<name>` through the archive API.
     /// Returns the in-container path of each script, in run order.
-    pub async fn upload_scripts(&self, id: &str, scripts: &[&Script]) -> Result<Vec<String>, EngineError> {
+    pub async fn upload_scripts(
+        &self,
+        id: &str,
+        scripts: &[&Script],
+    ) -> Result<Vec<String>, EngineError> {
         let mut builder = tar::Builder::new(Vec::new());
         let mut paths = Vec::new();
         let dir = SCRIPT_DIR.trim_start_matches('/');
@@ -421,7 +482,9 @@ impl Engine {
             h.set_gid(0);
             h.set_size(data.len() as u64);
             h.set_mtime(0);
-            builder.append_data(&mut h, &rel, data.as_slice()).map_err(io_err)?;
+            builder
+                .append_data(&mut h, &rel, data.as_slice())
+                .map_err(io_err)?;
             paths.push(format!("/{rel}"));
         }
         let tar = builder.into_inner().map_err(io_err)?;
@@ -456,8 +519,16 @@ impl Engine {
             ..Default::default()
         };
         let what = cmd.join(" ");
-        let exec = self.docker.create_exec(id, opts).await.map_err(api(format!("create exec `{what}`")))?;
-        let started = self.docker.start_exec(&exec.id, None).await.map_err(api(format!("start `{what}`")))?;
+        let exec = self
+            .docker
+            .create_exec(id, opts)
+            .await
+            .map_err(api(format!("create exec `{what}`")))?;
+        let started = self
+            .docker
+            .start_exec(&exec.id, None)
+            .await
+            .map_err(api(format!("start `{what}`")))?;
         let StartExecResults::Attached { mut output, .. } = started else {
             return Err(EngineError::Api {
                 action: format!("attach to `{what}`"),
@@ -475,7 +546,9 @@ impl Engine {
                 use bollard::container::LogOutput;
                 let (buf, bytes) = match chunk {
                     LogOutput::StdErr { message } => (&mut err_buf, message),
-                    LogOutput::StdOut { message } | LogOutput::Console { message } => (&mut out_buf, message),
+                    LogOutput::StdOut { message } | LogOutput::Console { message } => {
+                        (&mut out_buf, message)
+                    }
                     LogOutput::StdIn { .. } => continue,
                 };
                 buf.push(&bytes, |l| {
@@ -513,7 +586,11 @@ impl Engine {
         // The stream ends when the process's output closes; its exit code follows shortly.
         let mut code = None;
         for _ in 0..100 {
-            let info = self.docker.inspect_exec(&exec.id).await.map_err(api(format!("inspect `{what}`")))?;
+            let info = self
+                .docker
+                .inspect_exec(&exec.id)
+                .await
+                .map_err(api(format!("inspect `{what}`")))?;
             if info.running != Some(true) {
                 code = info.exit_code;
                 break;
@@ -537,7 +614,9 @@ impl Engine {
         ui: &Ui,
     ) -> Result<(), EngineError> {
         let outcome = self
-            .exec(id, vec![path_in_container.to_owned()], env, timeout, |l| ui.script_line(label, l))
+            .exec(id, vec![path_in_container.to_owned()], env, timeout, |l| {
+                ui.script_line(label, l)
+            })
             .await?;
         match outcome.code {
             Some(0) => Ok(()),
@@ -574,8 +653,13 @@ impl Engine {
     }
 
     /// The container's filesystem as the engine's raw tar stream.
-    pub fn export(&self, id: &str) -> impl Stream<Item = std::io::Result<Bytes>> + Send + Unpin + 'static {
-        self.docker.export_container(id).map_err(std::io::Error::other)
+    pub fn export(
+        &self,
+        id: &str,
+    ) -> impl Stream<Item = std::io::Result<Bytes>> + Send + Unpin + 'static {
+        self.docker
+            .export_container(id)
+            .map_err(std::io::Error::other)
     }
 
     /// Names of containers carrying the lxcforge label (for leak checks in tests and `gc`).
@@ -584,7 +668,11 @@ impl Engine {
             .all(true)
             .filters(&[("label".to_owned(), vec![LABEL.to_owned()])].into())
             .build();
-        let list = self.docker.list_containers(Some(opts)).await.map_err(api("list containers"))?;
+        let list = self
+            .docker
+            .list_containers(Some(opts))
+            .await
+            .map_err(api("list containers"))?;
         Ok(list.into_iter().filter_map(|c| c.id).collect())
     }
 }
@@ -599,7 +687,10 @@ pub struct ExecOutcome {
 /// The engine's own words for an error, without bollard's wrapping.
 fn engine_message(e: &bollard::errors::Error) -> String {
     match e {
-        bollard::errors::Error::DockerResponseServerError { message, status_code } => {
+        bollard::errors::Error::DockerResponseServerError {
+            message,
+            status_code,
+        } => {
             format!("{} (HTTP {status_code})", message.trim())
         }
         bollard::errors::Error::DockerStreamError { error } => error.trim().to_owned(),

@@ -56,19 +56,33 @@ pub async fn export_to_file(
     let name = output.file_name().context("the output needs a file name")?;
     let staged = staging.path().join(name);
     ui.stage("export", format!("{container} → {}", output.display()));
-    let opts = PackOptions { source_date_epoch: epoch, compression, threads, spool_dir: staging.path().to_owned() };
+    let opts = PackOptions {
+        source_date_epoch: epoch,
+        compression,
+        threads,
+        spool_dir: staging.path().to_owned(),
+    };
     let report = tokio::select! {
         r = export_container(&engine, &id, &staged, &opts, ui) => r?,
         _ = tokio::signal::ctrl_c() => anyhow::bail!(crate::build::BuildError::Interrupted { signal: "SIGINT", exit_code: 130 }),
     };
     std::fs::hard_link(&staged, output).map_err(|e| {
         if e.kind() == std::io::ErrorKind::AlreadyExists {
-            anyhow::anyhow!("{} appeared while packing; lxcforge never overwrites", output.display())
+            anyhow::anyhow!(
+                "{} appeared while packing; lxcforge never overwrites",
+                output.display()
+            )
         } else {
-            anyhow::anyhow!("cannot move the output into place at {}: {e}", output.display())
+            anyhow::anyhow!(
+                "cannot move the output into place at {}: {e}",
+                output.display()
+            )
         }
     })?;
-    ui.stage("done", format!("{} ({} members)", output.display(), report.members));
+    ui.stage(
+        "done",
+        format!("{} ({} members)", output.display(), report.members),
+    );
     Ok(ExportResult {
         output: output.to_owned(),
         sha256: report.sha256,

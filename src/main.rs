@@ -84,12 +84,20 @@ impl PackArgs {
         Ok(match self.compress {
             Compress::Gzip => {
                 let level = self.level.unwrap_or(6);
-                anyhow::ensure!((1..=12).contains(&level), "--level {level}: gzip levels are 1 to 12");
-                Compression::Gzip { level: level as u32 }
+                anyhow::ensure!(
+                    (1..=12).contains(&level),
+                    "--level {level}: gzip levels are 1 to 12"
+                );
+                Compression::Gzip {
+                    level: level as u32,
+                }
             }
             Compress::Zstd => {
                 let level = self.level.unwrap_or(3);
-                anyhow::ensure!((1..=19).contains(&level), "--level {level}: zstd levels are 1 to 19");
+                anyhow::ensure!(
+                    (1..=19).contains(&level),
+                    "--level {level}: zstd levels are 1 to 19"
+                );
                 Compression::Zstd { level }
             }
         })
@@ -137,7 +145,10 @@ struct ExportArgs {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let ui = Ui::new(cli.quiet);
-    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");
@@ -148,7 +159,10 @@ fn main() -> ExitCode {
     match rt.block_on(run(cli, &ui)) {
         Ok(value) => {
             if json && !value.is_null() {
-                println!("{}", serde_json::to_string_pretty(&value).unwrap_or_default());
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&value).unwrap_or_default()
+                );
             }
             ExitCode::SUCCESS
         }
@@ -159,7 +173,10 @@ fn main() -> ExitCode {
             };
             eprintln!("error: {msg}");
             if json {
-                println!("{}", json!({ "ok": false, "error": msg, "exit_code": code }));
+                println!(
+                    "{}",
+                    json!({ "ok": false, "error": msg, "exit_code": code })
+                );
             }
             ExitCode::from(code as u8)
         }
@@ -205,7 +222,11 @@ async fn run(cli: Cli, ui: &Ui) -> anyhow::Result<serde_json::Value> {
         }
         Command::Export(args) => {
             let compression = args.pack.compression()?;
-            let name = args.output.file_name().and_then(|n| n.to_str()).unwrap_or("");
+            let name = args
+                .output
+                .file_name()
+                .and_then(|n| n.to_str())
+                .unwrap_or("");
             anyhow::ensure!(
                 name.ends_with(&format!(".{}", compression.extension())),
                 "{}: the name must end in .{} for {} output (Proxmox picks the decompressor by extension)\n  fix: rename the output or pass the matching --compress",
@@ -225,7 +246,13 @@ async fn run(cli: Cli, ui: &Ui) -> anyhow::Result<serde_json::Value> {
             Ok(serde_json::to_value(out)?)
         }
         Command::NextVersion { image, out_dir } => {
-            let def = definition::load(&root, &image, LoadOptions { allow_unpinned: true })?;
+            let def = definition::load(
+                &root,
+                &image,
+                LoadOptions {
+                    allow_unpinned: true,
+                },
+            )?;
             let n = version::next_local(&root.join(out_dir), &def.prefix);
             if !cli.json {
                 println!("{n}");
@@ -235,12 +262,20 @@ async fn run(cli: Cli, ui: &Ui) -> anyhow::Result<serde_json::Value> {
         Command::Images => {
             let mut list = Vec::new();
             for name in definition::available(&root) {
-                match definition::load(&root, &name, LoadOptions { allow_unpinned: true }) {
+                match definition::load(
+                    &root,
+                    &name,
+                    LoadOptions {
+                        allow_unpinned: true,
+                    },
+                ) {
                     Ok(d) => {
                         if !cli.json {
                             println!("{:<20} {:<32} {}", d.name, d.prefix, d.base.describe());
                         }
-                        list.push(json!({"name": d.name, "prefix": d.prefix, "base": d.base.describe()}));
+                        list.push(
+                            json!({"name": d.name, "prefix": d.prefix, "base": d.base.describe()}),
+                        );
                     }
                     Err(e) => {
                         ui.warn(format!("{e}"));
@@ -251,7 +286,12 @@ async fn run(cli: Cli, ui: &Ui) -> anyhow::Result<serde_json::Value> {
             Ok(json!(list))
         }
         Command::Completions { shell } => {
-            clap_complete::generate(shell, &mut Cli::command(), "lxcforge", &mut std::io::stdout());
+            clap_complete::generate(
+                shell,
+                &mut Cli::command(),
+                "lxcforge",
+                &mut std::io::stdout(),
+            );
             Ok(serde_json::Value::Null)
         }
     }

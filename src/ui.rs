@@ -39,6 +39,12 @@ impl Ui {
         Ui { mode }
     }
 
+    /// Whether progress bars are drawn (a terminal, not CI, not quiet). Costly extras that only
+    /// feed a bar, like asking the engine for a container's size, are skipped otherwise.
+    pub fn draws_bars(&self) -> bool {
+        self.mode == Mode::Terminal
+    }
+
     /// A Ui that prints nothing (library use, tests).
     pub fn silent() -> Self {
         Ui { mode: Mode::Quiet }
@@ -127,7 +133,9 @@ impl Progress {
             pb.set_position(pos);
             return;
         }
-        let Ok(mut st) = inner.state.lock() else { return };
+        let Ok(mut st) = inner.state.lock() else {
+            return;
+        };
         st.0 = pos;
         if inner.plain && st.1.elapsed() >= PLAIN_INTERVAL {
             st.1 = Instant::now();

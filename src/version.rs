@@ -25,7 +25,9 @@ pub enum VersionError {
     },
     #[error("version must be 1 or more, got {0}\n  fix: pass --version N with N ≥ 1, or --next")]
     Zero(u64),
-    #[error("cannot reserve a version in {dir}: {source}\n  fix: check that the directory is writable")]
+    #[error(
+        "cannot reserve a version in {dir}: {source}\n  fix: check that the directory is writable"
+    )]
     Io {
         dir: PathBuf,
         source: std::io::Error,
@@ -35,7 +37,9 @@ pub enum VersionError {
 /// `N` if `file` is `<prefix>-v<N>.tar[.<ext>]` (N without leading zeros), else None.
 pub fn parse_version(prefix: &str, file: &str) -> Option<u64> {
     let rest = file.strip_prefix(prefix)?.strip_prefix("-v")?;
-    let digits_end = rest.find(|c: char| !c.is_ascii_digit()).unwrap_or(rest.len());
+    let digits_end = rest
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(rest.len());
     let (digits, ext) = rest.split_at(digits_end);
     if digits.is_empty() || (digits.len() > 1 && digits.starts_with('0')) {
         return None;
@@ -65,11 +69,22 @@ pub fn local_versions(out_dir: &Path, prefix: &str) -> Vec<(u64, String)> {
             found.push((v, entry.path().display().to_string()));
         }
     }
-    for entry in std::fs::read_dir(reserved_dir(out_dir)).into_iter().flatten().flatten() {
-        let Some(name) = entry.file_name().to_str().map(str::to_owned) else { continue };
-        let Some(v) = parse_version(prefix, &format!("{name}.tar")) else { continue };
+    for entry in std::fs::read_dir(reserved_dir(out_dir))
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
+        let Some(name) = entry.file_name().to_str().map(str::to_owned) else {
+            continue;
+        };
+        let Some(v) = parse_version(prefix, &format!("{name}.tar")) else {
+            continue;
+        };
         if reservation_is_live(&entry.path()) {
-            found.push((v, format!("a build in progress ({})", entry.path().display())));
+            found.push((
+                v,
+                format!("a build in progress ({})", entry.path().display()),
+            ));
         } else {
             // Left by a build that was killed: its number was never published, so it is free.
             let _ = std::fs::remove_file(entry.path());
@@ -92,7 +107,9 @@ fn reservation_is_live(path: &Path) -> bool {
 }
 
 pub fn next_local(out_dir: &Path, prefix: &str) -> u64 {
-    local_versions(out_dir, prefix).last().map_or(1, |(v, _)| v + 1)
+    local_versions(out_dir, prefix)
+        .last()
+        .map_or(1, |(v, _)| v + 1)
 }
 
 /// A held version number; released on drop unless the artifact was published.
@@ -104,9 +121,16 @@ pub struct Reservation {
 
 impl Reservation {
     /// `Some(n)`: exactly that version (refused if taken); `None`: the next free one.
-    pub fn acquire(out_dir: &Path, prefix: &str, wanted: Option<u64>) -> Result<Reservation, VersionError> {
+    pub fn acquire(
+        out_dir: &Path,
+        prefix: &str,
+        wanted: Option<u64>,
+    ) -> Result<Reservation, VersionError> {
         let dir = reserved_dir(out_dir);
-        std::fs::create_dir_all(&dir).map_err(|source| VersionError::Io { dir: dir.clone(), source })?;
+        std::fs::create_dir_all(&dir).map_err(|source| VersionError::Io {
+            dir: dir.clone(),
+            source,
+        })?;
         if wanted == Some(0) {
             return Err(VersionError::Zero(0));
         }
@@ -129,7 +153,10 @@ impl Reservation {
             match OpenOptions::new().write(true).create_new(true).open(&path) {
                 Ok(mut f) => {
                     f.write_all(format!("{}\n", std::process::id()).as_bytes())
-                        .map_err(|source| VersionError::Io { dir: dir.clone(), source })?;
+                        .map_err(|source| VersionError::Io {
+                            dir: dir.clone(),
+                            source,
+                        })?;
                     // Re-check after taking it: an artifact may have been published meanwhile.
                     if let Some((_, existing)) = local_versions(out_dir, prefix)
                         .into_iter()
@@ -146,7 +173,10 @@ impl Reservation {
                         }
                         continue;
                     }
-                    return Ok(Reservation { version: candidate, path });
+                    return Ok(Reservation {
+                        version: candidate,
+                        path,
+                    });
                 }
                 Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
                     if wanted.is_some() {
@@ -179,13 +209,22 @@ mod tests {
     fn parses_only_matching_names() {
         let p = "debian-12-lxc-rootfs";
         assert_eq!(parse_version(p, "debian-12-lxc-rootfs-v1.tar.gz"), Some(1));
-        assert_eq!(parse_version(p, "debian-12-lxc-rootfs-v10.tar.zst"), Some(10));
+        assert_eq!(
+            parse_version(p, "debian-12-lxc-rootfs-v10.tar.zst"),
+            Some(10)
+        );
         assert_eq!(parse_version(p, "debian-12-lxc-rootfs-v7.tar"), Some(7));
-        assert_eq!(parse_version(p, "debian-12-lxc-rootfs-v1.tar.gz.sha256"), None);
+        assert_eq!(
+            parse_version(p, "debian-12-lxc-rootfs-v1.tar.gz.sha256"),
+            None
+        );
         assert_eq!(parse_version(p, "debian-12-lxc-rootfs-v1.json"), None);
         assert_eq!(parse_version(p, "debian-12-lxc-rootfs-v01.tar.gz"), None);
         assert_eq!(parse_version(p, "debian-12-lxc-rootfs-vx.tar.gz"), None);
-        assert_eq!(parse_version(p, "debian-12-lxc-rootfs-extra-v3.tar.gz"), None);
+        assert_eq!(
+            parse_version(p, "debian-12-lxc-rootfs-extra-v3.tar.gz"),
+            None
+        );
         assert_eq!(parse_version(p, "debian-12-lxc-rootfs-v3.zip"), None);
     }
 
@@ -215,9 +254,17 @@ mod tests {
         let c = Reservation::acquire(d.path(), "img", Some(1)).unwrap();
         assert_eq!(c.version, 1);
         std::fs::write(d.path().join("img-v3.tar.gz"), b"").unwrap();
-        let e = Reservation::acquire(d.path(), "img", Some(3)).unwrap_err().to_string();
-        assert!(e.contains("already exists") && e.contains("would be v4"), "{e}");
-        assert!(matches!(Reservation::acquire(d.path(), "img", Some(0)), Err(VersionError::Zero(_))));
+        let e = Reservation::acquire(d.path(), "img", Some(3))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("already exists") && e.contains("would be v4"),
+            "{e}"
+        );
+        assert!(matches!(
+            Reservation::acquire(d.path(), "img", Some(0)),
+            Err(VersionError::Zero(_))
+        ));
     }
 
     #[test]

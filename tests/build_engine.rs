@@ -59,22 +59,45 @@ fn builds_a_tiny_image_into_a_complete_artifact() {
         return;
     }
     let image = unique("t-ok");
-    let p = tiny_project(&image, &[("10-demo.sh", PROVISION)], &[("90-clean.sh", CLEANUP)]);
-    let out = p.run(&["--json", "build", &image, "--next", "--source-date-epoch", "1700000000"]);
+    let p = tiny_project(
+        &image,
+        &[("10-demo.sh", PROVISION)],
+        &[("90-clean.sh", CLEANUP)],
+    );
+    let out = p.run(&[
+        "--json",
+        "build",
+        &image,
+        "--next",
+        "--source-date-epoch",
+        "1700000000",
+    ]);
     let err = stderr(&out);
     assert!(out.status.success(), "build failed:\n{err}");
     // streamed, prefixed output from each script, in order
-    let prov = err.find("[10-demo.sh] provisioning").expect("provision output streamed");
-    let clean = err.find("[90-clean.sh] cleaned").expect("cleanup output streamed");
+    let prov = err
+        .find("[10-demo.sh] provisioning")
+        .expect("provision output streamed");
+    let clean = err
+        .find("[90-clean.sh] cleaned")
+        .expect("cleanup output streamed");
     assert!(prov < clean);
-    assert!(err.contains("[10-demo.sh] epoch=1700000000 frontend=noninteractive"), "{err}");
+    assert!(
+        err.contains("[10-demo.sh] epoch=1700000000 frontend=noninteractive"),
+        "{err}"
+    );
 
-    let result: serde_json::Value = serde_json::from_slice(&out.stdout).expect("--json result on stdout");
+    let result: serde_json::Value =
+        serde_json::from_slice(&out.stdout).expect("--json result on stdout");
     assert_eq!(result["version"], 1);
     let name = format!("{image}-rootfs-v1.tar.gz");
     assert_eq!(
         p.artifact_names(),
-        vec![format!("{image}-rootfs-v1.json"), name.clone(), format!("{name}.sha256")]
+        vec![
+            format!("{image}-rootfs-v1.json"),
+            name.clone(),
+            format!("{name}.sha256")
+        ]
     );
     let artifact = p.artifacts().join(&name);
     // the sidecar is what sha256sum -c accepts
@@ -89,48 +112,100 @@ fn builds_a_tiny_image_into_a_complete_artifact() {
 
     let members = tar_list(&artifact);
     assert_eq!(members[0], "./", "root entry first");
-    assert!(members.iter().all(|m| m.starts_with("./")), "all names ./-prefixed");
+    assert!(
+        members.iter().all(|m| m.starts_with("./")),
+        "all names ./-prefixed"
+    );
     assert!(members.contains(&"./opt/demo/file".to_owned()));
-    assert!(!members.iter().any(|m| m.contains(".lxcforge")), "scripts removed: {members:?}");
+    assert!(
+        !members.iter().any(|m| m.contains(".lxcforge")),
+        "scripts removed: {members:?}"
+    );
     assert!(!members.iter().any(|m| m == "./.dockerenv"));
 
     // owners, modes, hard link, symlink, fifo, as GNU tar sees them
-    let o = Command::new("tar").args(["-tvf"]).arg(&artifact).arg("--numeric-owner").output().unwrap();
+    let o = Command::new("tar")
+        .args(["-tvf"])
+        .arg(&artifact)
+        .arg("--numeric-owner")
+        .output()
+        .unwrap();
     let listing = stdout(&o);
-    let line = |m: &str| listing.lines().find(|l| l.ends_with(m)).unwrap_or_else(|| panic!("{m} in\n{listing}")).to_owned();
-    assert!(line("./opt/demo/file").starts_with("-rwsr-xr-x 0/0"), "{}", line("./opt/demo/file"));
+    let line = |m: &str| {
+        listing
+            .lines()
+            .find(|l| l.ends_with(m))
+            .unwrap_or_else(|| panic!("{m} in\n{listing}"))
+            .to_owned()
+    };
+    assert!(
+        line("./opt/demo/file").starts_with("-rwsr-xr-x 0/0"),
+        "{}",
+        line("./opt/demo/file")
+    );
     assert!(line("./opt/demo/").starts_with("drwxr-xr-x 1000/1000"));
-    assert!(listing.contains("./opt/demo/hardlink link to ./opt/demo/file"), "{listing}");
+    assert!(
+        listing.contains("./opt/demo/hardlink link to ./opt/demo/file"),
+        "{listing}"
+    );
     assert!(line("./opt/demo/symlink -> file").starts_with("lrwxrwxrwx"));
     assert!(line("./opt/demo/fifo").starts_with("p"));
 
     // the manifest
-    let m: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(p.artifacts().join(format!("{image}-rootfs-v1.json"))).unwrap()).unwrap();
+    let m: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(p.artifacts().join(format!("{image}-rootfs-v1.json"))).unwrap(),
+    )
+    .unwrap();
     assert_eq!(m["version"], 1);
     assert_eq!(m["image"]["name"], image.as_str());
     assert_eq!(m["image"]["definition"], format!("images/{image}.toml"));
     assert_eq!(m["artifact"]["sha256"], result["sha256"]);
-    assert_eq!(m["artifact"]["size"], std::fs::metadata(&artifact).unwrap().len());
+    assert_eq!(
+        m["artifact"]["size"],
+        std::fs::metadata(&artifact).unwrap().len()
+    );
     assert_eq!(m["artifact"]["members"], members.len() as u64);
     assert_eq!(m["base"]["kind"], "rootfs");
-    assert_eq!(m["base"]["digest"], format!("sha256:{}", sha256_file(&p.path().join("bases/tiny.tar"))));
+    assert_eq!(
+        m["base"]["digest"],
+        format!("sha256:{}", sha256_file(&p.path().join("bases/tiny.tar")))
+    );
     assert_eq!(m["scripts"][0]["path"], "provision/10-demo.sh");
     assert_eq!(m["scripts"][0]["stage"], "provision");
     assert_eq!(m["scripts"][1]["stage"], "cleanup");
     assert_eq!(m["source_date_epoch"], 1_700_000_000);
-    assert!(m["timings"].as_object().unwrap().keys().any(|k| k.ends_with("export")));
+    assert!(
+        m["timings"]
+            .as_object()
+            .unwrap()
+            .keys()
+            .any(|k| k.ends_with("export"))
+    );
     assert_eq!(m["tool"]["version"], env!("CARGO_PKG_VERSION"));
 
     // nothing left on the engine or on disk
     assert!(containers_named(&format!("lxcforge-{image}-")).is_empty());
-    assert!(!p.artifacts().read_dir().unwrap().flatten().any(|e| e.file_name().to_string_lossy().starts_with(".staging")));
+    assert!(
+        !p.artifacts()
+            .read_dir()
+            .unwrap()
+            .flatten()
+            .any(|e| e.file_name().to_string_lossy().starts_with(".staging"))
+    );
 
     // the next build is v2, and the base is not imported again
     let out = p.run(&["build", &image, "--next"]);
     assert!(out.status.success(), "{}", stderr(&out));
-    assert!(stderr(&out).contains("already imported"), "{}", stderr(&out));
-    assert!(p.artifacts().join(format!("{image}-rootfs-v2.tar.gz")).is_file());
+    assert!(
+        stderr(&out).contains("already imported"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(
+        p.artifacts()
+            .join(format!("{image}-rootfs-v2.tar.gz"))
+            .is_file()
+    );
 
     // an explicit existing version is refused, and nothing is overwritten
     let before = sha256_file(&artifact);
@@ -153,11 +228,21 @@ fn a_failing_script_stops_the_build_and_leaves_nothing() {
     let out = p.run(&["build", &image, "--next"]);
     let err = stderr(&out);
     assert_eq!(out.status.code(), Some(1), "{err}");
-    assert!(err.contains("script 10-fail.sh failed with exit code 3"), "{err}");
+    assert!(
+        err.contains("script 10-fail.sh failed with exit code 3"),
+        "{err}"
+    );
     assert!(err.contains("something broke"), "last lines shown: {err}");
     assert!(!err.contains("SHOULD-NOT-RUN"));
-    assert!(containers_named(&format!("lxcforge-{image}-")).is_empty(), "container leaked");
-    assert!(p.artifact_names().is_empty(), "files left: {:?}", p.artifact_names());
+    assert!(
+        containers_named(&format!("lxcforge-{image}-")).is_empty(),
+        "container leaked"
+    );
+    assert!(
+        p.artifact_names().is_empty(),
+        "files left: {:?}",
+        p.artifact_names()
+    );
     cleanup_images(&p);
 }
 
@@ -167,14 +252,21 @@ fn a_hanging_script_times_out() {
         return;
     }
     let image = unique("t-hang");
-    let p = tiny_project(&image, &[("10-hang.sh", "#!/bin/sh\necho waiting\nsleep 600\n")], &[]);
+    let p = tiny_project(
+        &image,
+        &[("10-hang.sh", "#!/bin/sh\necho waiting\nsleep 600\n")],
+        &[],
+    );
     let start = std::time::Instant::now();
     let out = p.run(&["build", &image, "--next", "--script-timeout", "3s"]);
     let err = stderr(&out);
     assert_eq!(out.status.code(), Some(1), "{err}");
     assert!(err.contains("10-hang.sh did not finish within 3s"), "{err}");
     assert!(start.elapsed() < Duration::from_secs(60));
-    assert!(containers_named(&format!("lxcforge-{image}-")).is_empty(), "container leaked");
+    assert!(
+        containers_named(&format!("lxcforge-{image}-")).is_empty(),
+        "container leaked"
+    );
     assert!(p.artifact_names().is_empty());
     cleanup_images(&p);
 }
@@ -186,7 +278,11 @@ fn sigterm_and_sigint_remove_everything() {
     }
     for (signal, code) in [("TERM", 143), ("INT", 130)] {
         let image = unique(&format!("t-sig{}", signal.to_lowercase()));
-        let p = tiny_project(&image, &[("10-slow.sh", "#!/bin/sh\necho started\nsleep 600\n")], &[]);
+        let p = tiny_project(
+            &image,
+            &[("10-slow.sh", "#!/bin/sh\necho started\nsleep 600\n")],
+            &[],
+        );
         let mut child = p
             .cmd(&["build", &image, "--next"])
             .stderr(std::process::Stdio::piped())
@@ -202,15 +298,26 @@ fn sigterm_and_sigint_remove_everything() {
             assert!(n > 0, "build ended early: {seen}");
             seen.push_str(&String::from_utf8_lossy(&buf[..n]));
         }
-        Command::new("kill").arg(format!("-{signal}")).arg(child.id().to_string()).status().unwrap();
+        Command::new("kill")
+            .arg(format!("-{signal}"))
+            .arg(child.id().to_string())
+            .status()
+            .unwrap();
         let status = child.wait().unwrap();
         let mut rest = String::new();
         use std::io::Read;
         err.read_to_string(&mut rest).unwrap();
         assert_eq!(status.code(), Some(code), "{seen}{rest}");
         assert!(rest.contains(&format!("SIG{signal}")), "{rest}");
-        assert!(containers_named(&format!("lxcforge-{image}-")).is_empty(), "container leaked after SIG{signal}");
-        assert!(p.artifact_names().is_empty(), "left: {:?}", p.artifact_names());
+        assert!(
+            containers_named(&format!("lxcforge-{image}-")).is_empty(),
+            "container leaked after SIG{signal}"
+        );
+        assert!(
+            p.artifact_names().is_empty(),
+            "left: {:?}",
+            p.artifact_names()
+        );
         cleanup_images(&p);
     }
 }
@@ -249,7 +356,12 @@ fn unreachable_docker_says_where_it_looked() {
         .unwrap();
     let err = stderr(&out);
     assert_eq!(out.status.code(), Some(1), "{err}");
-    assert!(err.contains("cannot reach the Docker Engine at unix:///nonexistent/docker.sock (from DOCKER_HOST)"), "{err}");
+    assert!(
+        err.contains(
+            "cannot reach the Docker Engine at unix:///nonexistent/docker.sock (from DOCKER_HOST)"
+        ),
+        "{err}"
+    );
     assert!(err.contains("DOCKER_HOST"), "{err}");
     assert!(p.artifact_names().is_empty(), "{:?}", p.artifact_names());
 }
@@ -273,7 +385,10 @@ fn an_unpullable_base_explains_the_offline_path() {
     let out = p.run(&["build", &image, "--next"]);
     let err = stderr(&out);
     assert_eq!(out.status.code(), Some(1), "{err}");
-    assert!(err.contains("cannot pull base image 127.0.0.1:9/lxcforge/none:1@sha256:"), "{err}");
+    assert!(
+        err.contains("cannot pull base image 127.0.0.1:9/lxcforge/none:1@sha256:"),
+        "{err}"
+    );
     assert!(err.contains("rootfs = "), "offline path explained: {err}");
     assert!(err.contains("make base.debian-12"), "{err}");
     assert!(containers_named(&format!("lxcforge-{image}-")).is_empty());
@@ -288,16 +403,27 @@ fn export_packs_an_existing_container() {
     tiny_rootfs(&p.path().join("bases/tiny.tar"));
     let tag = format!("lxcforge-test/export:{}", std::process::id());
     let imp = Command::new("docker")
-        .args(["import", p.path().join("bases/tiny.tar").to_str().unwrap(), &tag])
+        .args([
+            "import",
+            p.path().join("bases/tiny.tar").to_str().unwrap(),
+            &tag,
+        ])
         .output()
         .unwrap();
     assert!(imp.status.success(), "{}", stderr(&imp));
     let name = format!("lxcforge-test-export-{}", std::process::id());
-    let c = Command::new("docker").args(["create", "--name", &name, &tag, "/bin/sh"]).output().unwrap();
+    let c = Command::new("docker")
+        .args(["create", "--name", &name, &tag, "/bin/sh"])
+        .output()
+        .unwrap();
     assert!(c.status.success(), "{}", stderr(&c));
     let out_file = p.path().join("out.tar.gz");
     let out = p.run(&["--json", "export", &name, out_file.to_str().unwrap()]);
-    let wrong = p.run(&["export", &name, p.path().join("out.tar.zst").to_str().unwrap()]);
+    let wrong = p.run(&[
+        "export",
+        &name,
+        p.path().join("out.tar.zst").to_str().unwrap(),
+    ]);
     let again = p.run(&["export", &name, out_file.to_str().unwrap()]);
     let _ = Command::new("docker").args(["rm", "-f", &name]).output();
     let _ = Command::new("docker").args(["rmi", "-f", &tag]).output();
@@ -309,16 +435,30 @@ fn export_packs_an_existing_container() {
     assert!(members.contains(&"./bin/busybox".to_owned()));
     assert!(!members.contains(&"./.dockerenv".to_owned()));
     assert!(!wrong.status.success());
-    assert!(stderr(&wrong).contains("must end in .tar.gz"), "{}", stderr(&wrong));
+    assert!(
+        stderr(&wrong).contains("must end in .tar.gz"),
+        "{}",
+        stderr(&wrong)
+    );
     assert!(!again.status.success());
-    assert!(stderr(&again).contains("never overwrites"), "{}", stderr(&again));
+    assert!(
+        stderr(&again).contains("never overwrites"),
+        "{}",
+        stderr(&again)
+    );
 }
 
 /// Removes the base images a test project imported (the build keeps them as a cache).
 fn cleanup_images(p: &Project) {
     let _ = p;
     let o = Command::new("docker")
-        .args(["images", "--format", "{{.Repository}}:{{.Tag}}", "--filter", "reference=lxcforge-base/t-*"])
+        .args([
+            "images",
+            "--format",
+            "{{.Repository}}:{{.Tag}}",
+            "--filter",
+            "reference=lxcforge-base/t-*",
+        ])
         .output()
         .unwrap();
     for img in stdout(&o).lines() {
@@ -329,7 +469,13 @@ fn cleanup_images(p: &Project) {
     // An image untagged while another test's container still used it stays dangling; prune
     // only removes dangling images no container uses, so this is safe next to running tests.
     let _ = Command::new("docker")
-        .args(["image", "prune", "-f", "--filter", "label=org.lxcforge.rootfs-sha256"])
+        .args([
+            "image",
+            "prune",
+            "-f",
+            "--filter",
+            "label=org.lxcforge.rootfs-sha256",
+        ])
         .output();
 }
 
@@ -340,7 +486,8 @@ fn a_full_disk_while_exporting_leaves_no_file() {
     }
     let image = unique("t-full");
     // Enough data that the artifact cannot fit in the 256 KiB tmpfs below.
-    let big = "#!/bin/sh\nset -e\ndd if=/dev/urandom of=/big bs=1024 count=2048 2>/dev/null\necho made\n";
+    let big =
+        "#!/bin/sh\nset -e\ndd if=/dev/urandom of=/big bs=1024 count=2048 2>/dev/null\necho made\n";
     let p = tiny_project(&image, &[("10-big.sh", big)], &[]);
     let out_dir = p.path().join("small");
     std::fs::create_dir_all(&out_dir).unwrap();
@@ -350,14 +497,22 @@ fn a_full_disk_while_exporting_leaves_no_file() {
         .output()
         .unwrap();
     assert!(m.status.success(), "mount tmpfs: {}", stderr(&m));
-    let out = p.run(&["build", &image, "--next", "--out-dir", out_dir.to_str().unwrap()]);
+    let out = p.run(&[
+        "build",
+        &image,
+        "--next",
+        "--out-dir",
+        out_dir.to_str().unwrap(),
+    ]);
     let left: Vec<String> = std::fs::read_dir(&out_dir)
         .unwrap()
         .flatten()
         .map(|e| e.file_name().to_string_lossy().into_owned())
         .filter(|n| n != ".reserved")
         .collect();
-    let reserved_empty = std::fs::read_dir(out_dir.join(".reserved")).map(|mut d| d.next().is_none()).unwrap_or(true);
+    let reserved_empty = std::fs::read_dir(out_dir.join(".reserved"))
+        .map(|mut d| d.next().is_none())
+        .unwrap_or(true);
     let _ = Command::new("umount").arg(&out_dir).output();
     let err = stderr(&out);
     assert_eq!(out.status.code(), Some(1), "{err}");

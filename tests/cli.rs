@@ -6,27 +6,49 @@ use support::*;
 
 #[test]
 fn help_lists_every_command() {
-    let o = std::process::Command::new(bin()).arg("--help").output().unwrap();
+    let o = std::process::Command::new(bin())
+        .arg("--help")
+        .output()
+        .unwrap();
     assert!(o.status.success());
     let h = stdout(&o);
     for cmd in ["build", "export", "next-version", "images", "completions"] {
         assert!(h.contains(cmd), "{cmd} missing from help:\n{h}");
     }
-    let o = std::process::Command::new(bin()).args(["build", "--help"]).output().unwrap();
+    let o = std::process::Command::new(bin())
+        .args(["build", "--help"])
+        .output()
+        .unwrap();
     let h = stdout(&o);
-    for flag in ["--next", "--version", "--allow-unpinned", "--script-timeout", "--compress", "--json"] {
+    for flag in [
+        "--next",
+        "--version",
+        "--allow-unpinned",
+        "--script-timeout",
+        "--compress",
+        "--json",
+    ] {
         assert!(h.contains(flag), "{flag} missing from build help:\n{h}");
     }
 }
 
 #[test]
 fn bash_completions_are_generated() {
-    let o = std::process::Command::new(bin()).args(["completions", "bash"]).output().unwrap();
+    let o = std::process::Command::new(bin())
+        .args(["completions", "bash"])
+        .output()
+        .unwrap();
     assert!(o.status.success());
     let s = stdout(&o);
-    assert!(s.contains("_lxcforge()") && s.contains("next-version"), "{s}");
+    assert!(
+        s.contains("_lxcforge()") && s.contains("next-version"),
+        "{s}"
+    );
     // the script is valid bash
-    let check = std::process::Command::new("bash").args(["-n", "-c", &s]).output().unwrap();
+    let check = std::process::Command::new("bash")
+        .args(["-n", "-c", &s])
+        .output()
+        .unwrap();
     assert!(check.status.success(), "{}", stderr(&check));
 }
 
@@ -34,7 +56,8 @@ fn bash_completions_are_generated() {
 fn a_misspelled_definition_gets_suggestions() {
     let p = Project::new();
     p.write("provision/10.sh", "#!/bin/sh\n");
-    let def = "prefix = \"d\"\nprovision = [\"provision/10.sh\"]\n[base]\nrootfs = \"bases/x.tar\"\n";
+    let def =
+        "prefix = \"d\"\nprovision = [\"provision/10.sh\"]\n[base]\nrootfs = \"bases/x.tar\"\n";
     p.write("images/debian-12.toml", def);
     p.write("images/ubuntu-24.04.toml", def);
     let o = p.run(&["build", "debain-12", "--next"]);
@@ -67,7 +90,10 @@ fn definition_errors_name_the_key_and_file() {
 fn build_requires_a_version_choice() {
     let p = Project::new();
     p.write("provision/10.sh", "#!/bin/sh\n");
-    p.write("images/x.toml", "prefix = \"d\"\nprovision = [\"provision/10.sh\"]\n[base]\nrootfs = \"bases/x.tar\"\n");
+    p.write(
+        "images/x.toml",
+        "prefix = \"d\"\nprovision = [\"provision/10.sh\"]\n[base]\nrootfs = \"bases/x.tar\"\n",
+    );
     let o = p.run(&["build", "x"]);
     assert_eq!(o.status.code(), Some(1));
     assert!(stderr(&o).contains("--next"), "{}", stderr(&o));
@@ -82,7 +108,13 @@ fn next_version_reads_local_artifacts() {
     p.write("images/x.toml", "prefix = \"x-rootfs\"\nprovision = [\"provision/10.sh\"]\n[base]\nrootfs = \"bases/x.tar\"\n");
     let o = p.run(&["next-version", "x"]);
     assert_eq!(stdout(&o).trim(), "1");
-    for v in ["x-rootfs-v1.tar.gz", "x-rootfs-v2.tar.gz", "x-rootfs-v10.tar.gz", "x-rootfs-v11.json", "other-v40.tar.gz"] {
+    for v in [
+        "x-rootfs-v1.tar.gz",
+        "x-rootfs-v2.tar.gz",
+        "x-rootfs-v10.tar.gz",
+        "x-rootfs-v11.json",
+        "other-v40.tar.gz",
+    ] {
         p.write(&format!("artifacts/{v}"), "");
     }
     let o = p.run(&["next-version", "x"]);
@@ -102,11 +134,21 @@ fn the_shipped_definitions_load() {
         .unwrap();
     assert!(o.status.success(), "{}", stderr(&o));
     let j: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
-    let names: Vec<&str> = j.as_array().unwrap().iter().map(|d| d["name"].as_str().unwrap()).collect();
+    let names: Vec<&str> = j
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["name"].as_str().unwrap())
+        .collect();
     assert_eq!(names, ["debian-12", "ubuntu-24.04"]);
     for d in j.as_array().unwrap() {
         assert!(d.get("error").is_none(), "{d}");
     }
     assert_eq!(j[1]["prefix"], "ubuntu-24.04-lxc-rootfs");
-    assert!(j[1]["base"].as_str().unwrap().starts_with("ubuntu:24.04@sha256:"));
+    assert!(
+        j[1]["base"]
+            .as_str()
+            .unwrap()
+            .starts_with("ubuntu:24.04@sha256:")
+    );
 }

@@ -21,13 +21,22 @@ fn debian_12_builds_and_boots_under_lxc() {
     ) {
         return;
     }
-    if !require("LXC (Debian package lxc: lxc-start, lxc-usernsexec)", have_cmd("lxc-start") && have_cmd("lxc-usernsexec")) {
+    if !require(
+        "LXC (Debian package lxc: lxc-start, lxc-usernsexec)",
+        have_cmd("lxc-start") && have_cmd("lxc-usernsexec"),
+    ) {
         return;
     }
-    if !require("root (LXC and the unprivileged extraction need it)", is_root()) {
+    if !require(
+        "root (LXC and the unprivileged extraction need it)",
+        is_root(),
+    ) {
         return;
     }
-    let out_dir = tempfile::Builder::new().prefix("lxcforge-e2e-").tempdir().unwrap();
+    let out_dir = tempfile::Builder::new()
+        .prefix("lxcforge-e2e-")
+        .tempdir()
+        .unwrap();
     let o = Command::new(bin())
         .arg("--root")
         .arg(&root)
@@ -42,37 +51,86 @@ fn debian_12_builds_and_boots_under_lxc() {
     assert_eq!(r["version"], 1);
     let artifact = out_dir.path().join("debian-12-lxc-rootfs-v1.tar.gz");
     assert!(artifact.is_file());
-    assert!(containers_named("lxcforge-debian-12-").is_empty(), "build container leaked");
+    assert!(
+        containers_named("lxcforge-debian-12-").is_empty(),
+        "build container leaked"
+    );
 
     // Facts about the archive, as GNU tar reads it.
     let listing = {
-        let o = Command::new("tar").arg("-tvf").arg(&artifact).arg("--numeric-owner").output().unwrap();
+        let o = Command::new("tar")
+            .arg("-tvf")
+            .arg(&artifact)
+            .arg("--numeric-owner")
+            .output()
+            .unwrap();
         assert!(o.status.success());
         stdout(&o)
     };
-    let names: Vec<&str> = listing.lines().map(|l| l.split_whitespace().nth(5).unwrap_or("")).collect();
+    let names: Vec<&str> = listing
+        .lines()
+        .map(|l| l.split_whitespace().nth(5).unwrap_or(""))
+        .collect();
     assert_eq!(names[0], "./");
-    assert!(listing.lines().next().unwrap().starts_with("drwxr-xr-x 0/0"), "{}", listing.lines().next().unwrap());
+    assert!(
+        listing
+            .lines()
+            .next()
+            .unwrap()
+            .starts_with("drwxr-xr-x 0/0"),
+        "{}",
+        listing.lines().next().unwrap()
+    );
     assert!(names.iter().all(|n| n.starts_with("./")));
-    assert!(!listing.lines().any(|l| l.starts_with('c') || l.starts_with('b')), "no device nodes");
+    assert!(
+        !listing
+            .lines()
+            .any(|l| l.starts_with('c') || l.starts_with('b')),
+        "no device nodes"
+    );
     for gone in ["./.dockerenv", "./.lxcforge/"] {
         assert!(!names.contains(&gone), "{gone} must not be in the template");
     }
-    assert!(!names.iter().any(|n| n.starts_with("./etc/ssh/ssh_host_")), "no SSH host keys");
-    for needed in ["./etc/os-release", "./etc/debian_version", "./sbin/init", "./etc/lxcforge-release", "./usr/sbin/sshd"] {
+    assert!(
+        !names.iter().any(|n| n.starts_with("./etc/ssh/ssh_host_")),
+        "no SSH host keys"
+    );
+    for needed in [
+        "./etc/os-release",
+        "./etc/debian_version",
+        "./sbin/init",
+        "./etc/lxcforge-release",
+        "./usr/sbin/sshd",
+    ] {
         assert!(names.contains(&needed), "{needed} missing");
     }
-    let machine_id = listing.lines().find(|l| l.ends_with(" ./etc/machine-id")).expect("etc/machine-id kept");
-    assert!(machine_id.split_whitespace().nth(2) == Some("0"), "machine-id is empty: {machine_id}");
+    let machine_id = listing
+        .lines()
+        .find(|l| l.ends_with(" ./etc/machine-id"))
+        .expect("etc/machine-id kept");
+    assert!(
+        machine_id.split_whitespace().nth(2) == Some("0"),
+        "machine-id is empty: {machine_id}"
+    );
 
     // The manifest knows the packages and the base.
-    let m: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(out_dir.path().join("debian-12-lxc-rootfs-v1.json")).unwrap()).unwrap();
-    let pkgs: Vec<&str> = m["packages"].as_array().unwrap().iter().map(|p| p["name"].as_str().unwrap()).collect();
+    let m: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(out_dir.path().join("debian-12-lxc-rootfs-v1.json")).unwrap(),
+    )
+    .unwrap();
+    let pkgs: Vec<&str> = m["packages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["name"].as_str().unwrap())
+        .collect();
     for p in ["systemd", "systemd-sysv", "openssh-server", "dbus"] {
         assert!(pkgs.contains(&p), "{p} not in the package list");
     }
-    assert_eq!(m["base"]["digest"], format!("sha256:{}", sha256_file(&base)));
+    assert_eq!(
+        m["base"]["digest"],
+        format!("sha256:{}", sha256_file(&base))
+    );
 
     // Boot it under LXC the way Proxmox extracts it.
     let boot = Command::new("bash")
@@ -82,9 +140,18 @@ fn debian_12_builds_and_boots_under_lxc() {
         .unwrap();
     let report = format!("{}{}", stdout(&boot), stderr(&boot));
     assert!(boot.status.success(), "LXC boot checks failed:\n{report}");
-    for check in ["extract", "systemd", "failed-units", "sshd-config", "ssh-listen", "machine-id"] {
+    for check in [
+        "extract",
+        "systemd",
+        "failed-units",
+        "sshd-config",
+        "ssh-listen",
+        "machine-id",
+    ] {
         assert!(
-            report.lines().any(|l| l.starts_with("PASS") && l.contains(check)),
+            report
+                .lines()
+                .any(|l| l.starts_with("PASS") && l.contains(check)),
             "no PASS line for {check}:\n{report}"
         );
     }

@@ -22,11 +22,18 @@ impl Drop for Registry {
 }
 
 fn start_registry() -> Option<Registry> {
-    if !require("docker-registry (Debian package docker-registry)", have_cmd("docker-registry")) {
+    if !require(
+        "docker-registry (Debian package docker-registry)",
+        have_cmd("docker-registry"),
+    ) {
         return None;
     }
     let dir = tempfile::tempdir().unwrap();
-    let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
     let config = dir.path().join("config.yml");
     std::fs::write(
         &config,
@@ -43,10 +50,17 @@ fn start_registry() -> Option<Registry> {
         .stderr(Stdio::null())
         .spawn()
         .expect("start docker-registry");
-    let reg = Registry { child, port, _dir: dir };
+    let reg = Registry {
+        child,
+        port,
+        _dir: dir,
+    };
     let deadline = Instant::now() + Duration::from_secs(20);
     while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "registry did not start on 127.0.0.1:{port}");
+        assert!(
+            Instant::now() < deadline,
+            "registry did not start on 127.0.0.1:{port}"
+        );
         std::thread::sleep(Duration::from_millis(100));
     }
     Some(reg)
@@ -68,7 +82,11 @@ fn pulls_a_pinned_base_by_digest_from_a_local_registry() {
     tiny_rootfs(&p.path().join("bases/tiny.tar"));
     let repo = format!("127.0.0.1:{}/lxcforge-test/tiny", reg.port);
     let tagged = format!("{repo}:1");
-    docker(&["import", p.path().join("bases/tiny.tar").to_str().unwrap(), &tagged]);
+    docker(&[
+        "import",
+        p.path().join("bases/tiny.tar").to_str().unwrap(),
+        &tagged,
+    ]);
     let push = docker(&["push", &tagged]);
     let digest = push
         .split_whitespace()
@@ -76,22 +94,34 @@ fn pulls_a_pinned_base_by_digest_from_a_local_registry() {
         .nth(1)
         .expect("push prints the digest")
         .to_owned();
-    assert!(digest.starts_with("sha256:") && digest.len() == 71, "{digest}");
+    assert!(
+        digest.starts_with("sha256:") && digest.len() == 71,
+        "{digest}"
+    );
     // Make sure the engine does not have it any more: the build must pull it.
     docker(&["rmi", "-f", &tagged]);
 
     p.write("provision/10.sh", "#!/bin/sh\necho pulled-base-ok\n");
     let image = format!("t-pull-{}", std::process::id());
-    let def = |base: &str| format!("prefix = \"{image}-rootfs\"\nprovision = [\"provision/10.sh\"]\n[base]\nimage = \"{base}\"\n");
-    p.write(&format!("images/{image}.toml"), &def(&format!("{tagged}@{digest}")));
+    let def = |base: &str| {
+        format!(
+            "prefix = \"{image}-rootfs\"\nprovision = [\"provision/10.sh\"]\n[base]\nimage = \"{base}\"\n"
+        )
+    };
+    p.write(
+        &format!("images/{image}.toml"),
+        &def(&format!("{tagged}@{digest}")),
+    );
 
     let out = p.run(&["--json", "build", &image, "--next"]);
     let err = stderr(&out);
     assert!(out.status.success(), "{err}");
     assert!(err.contains(&format!("pulling {tagged}@{digest}")), "{err}");
     assert!(err.contains("[10.sh] pulled-base-ok"));
-    let m: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(p.artifacts().join(format!("{image}-rootfs-v1.json"))).unwrap()).unwrap();
+    let m: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(p.artifacts().join(format!("{image}-rootfs-v1.json"))).unwrap(),
+    )
+    .unwrap();
     assert_eq!(m["base"]["kind"], "image");
     assert_eq!(m["base"]["digest"], digest.as_str());
     assert_eq!(m["base"]["reference"], format!("{tagged}@{digest}"));
@@ -99,29 +129,51 @@ fn pulls_a_pinned_base_by_digest_from_a_local_registry() {
     // present now: no second pull
     let out = p.run(&["build", &image, "--next"]);
     assert!(out.status.success(), "{}", stderr(&out));
-    assert!(stderr(&out).contains("already on the engine"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("already on the engine"),
+        "{}",
+        stderr(&out)
+    );
 
     // an unpinned tag is refused, unless asked for; then the digest is still recorded
     p.write(&format!("images/{image}.toml"), &def(&tagged));
     let out = p.run(&["build", &image, "--next"]);
     assert_eq!(out.status.code(), Some(1));
-    assert!(stderr(&out).contains("not pinned by digest"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("not pinned by digest"),
+        "{}",
+        stderr(&out)
+    );
     assert!(stderr(&out).contains("--allow-unpinned"));
     let out = p.run(&["build", &image, "--next", "--allow-unpinned"]);
     assert!(out.status.success(), "{}", stderr(&out));
-    let m: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(p.artifacts().join(format!("{image}-rootfs-v3.json"))).unwrap()).unwrap();
+    let m: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(p.artifacts().join(format!("{image}-rootfs-v3.json"))).unwrap(),
+    )
+    .unwrap();
     assert_eq!(m["base"]["digest"], digest.as_str());
 
     // a digest the registry does not have: a clear pull error, nothing left behind
     let wrong = format!("sha256:{}", "0".repeat(64));
-    p.write(&format!("images/{image}.toml"), &def(&format!("{repo}@{wrong}")));
+    p.write(
+        &format!("images/{image}.toml"),
+        &def(&format!("{repo}@{wrong}")),
+    );
     let out = p.run(&["build", &image, "--next"]);
     let err = stderr(&out);
     assert_eq!(out.status.code(), Some(1), "{err}");
-    assert!(err.contains(&format!("cannot pull base image {repo}@{wrong}")), "{err}");
+    assert!(
+        err.contains(&format!("cannot pull base image {repo}@{wrong}")),
+        "{err}"
+    );
     assert!(containers_named(&format!("lxcforge-{image}-")).is_empty());
-    assert!(!p.artifacts().join(format!("{image}-rootfs-v4.tar.gz")).exists());
+    assert!(
+        !p.artifacts()
+            .join(format!("{image}-rootfs-v4.tar.gz"))
+            .exists()
+    );
 
-    let _ = Command::new("docker").args(["rmi", "-f", &format!("{repo}@{digest}"), &tagged]).output();
+    let _ = Command::new("docker")
+        .args(["rmi", "-f", &format!("{repo}@{digest}"), &tagged])
+        .output();
 }

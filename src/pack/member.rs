@@ -1,9 +1,9 @@
 //! The packer's view of one archive member: normalized name, type, metadata and the PAX records
 //! it carries, plus the canonical member order.
 
-use std::cmp::Ordering;
 use super::policy;
 use super::tarread::RawEntry;
+use std::cmp::Ordering;
 
 /// Metadata that describes the inode (shared by all names of a hard-link group).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -16,14 +16,26 @@ pub(crate) struct Meta {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Kind {
-    File { size: u64 },
+    File {
+        size: u64,
+    },
     Dir,
-    Symlink { target: Vec<u8> },
+    Symlink {
+        target: Vec<u8>,
+    },
     /// `target` is a normalized member path (same form as [`Member::path`]).
-    HardLink { target: Vec<u8> },
+    HardLink {
+        target: Vec<u8>,
+    },
     Fifo,
-    Char { major: u32, minor: u32 },
-    Block { major: u32, minor: u32 },
+    Char {
+        major: u32,
+        minor: u32,
+    },
+    Block {
+        major: u32,
+        minor: u32,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -129,7 +141,16 @@ impl From<std::io::Error> for ParseError {
 /// normalization rules (mode mask, mtime clamp, PAX selection) from [`policy`].
 pub(crate) fn parse_entry(e: RawEntry, epoch: u64) -> Result<Member, ParseError> {
     use tar::EntryType as T;
-    let RawEntry { header: h, path: raw_path, link, size, uid, gid, pax_mtime, pax: records } = e;
+    let RawEntry {
+        header: h,
+        path: raw_path,
+        link,
+        size,
+        uid,
+        gid,
+        pax_mtime,
+        pax: records,
+    } = e;
     let path = normalize_path(&raw_path).map_err(|err| ParseError::Name {
         raw: raw_path.clone(),
         err,
@@ -138,7 +159,10 @@ pub(crate) fn parse_entry(e: RawEntry, epoch: u64) -> Result<Member, ParseError>
     let mut pax = Vec::new();
     for (key, value) in records {
         if key.starts_with(b"GNU.sparse.") {
-            return Err(ParseError::Unsupported { name: raw_path, what: "PAX sparse file".into() });
+            return Err(ParseError::Unsupported {
+                name: raw_path,
+                what: "PAX sparse file".into(),
+            });
         }
         if policy::pax_key_wanted(&key) {
             pax.push((key, value));
@@ -166,14 +190,19 @@ pub(crate) fn parse_entry(e: RawEntry, epoch: u64) -> Result<Member, ParseError>
         T::Directory => Kind::Dir,
         T::Symlink => Kind::Symlink { target: link },
         T::Link => {
-            let target = normalize_path(&link).map_err(|err| ParseError::Name { raw: link, err })?;
+            let target =
+                normalize_path(&link).map_err(|err| ParseError::Name { raw: link, err })?;
             Kind::HardLink { target }
         }
         T::Fifo => Kind::Fifo,
         T::Char | T::Block => {
             let major = h.device_major()?.unwrap_or(0);
             let minor = h.device_minor()?.unwrap_or(0);
-            if ty == T::Char { Kind::Char { major, minor } } else { Kind::Block { major, minor } }
+            if ty == T::Char {
+                Kind::Char { major, minor }
+            } else {
+                Kind::Block { major, minor }
+            }
         }
         other => {
             return Err(ParseError::Unsupported {
@@ -182,7 +211,12 @@ pub(crate) fn parse_entry(e: RawEntry, epoch: u64) -> Result<Member, ParseError>
             });
         }
     };
-    Ok(Member { path, kind, meta, pax })
+    Ok(Member {
+        path,
+        kind,
+        meta,
+        pax,
+    })
 }
 
 /// PAX times are decimal seconds with an optional fraction; negative (pre-1970) times become 0.
@@ -213,7 +247,10 @@ mod tests {
         assert_eq!(normalize_path(b"a/../b"), Err(NameError::Escapes));
         assert_eq!(normalize_path(b"../etc"), Err(NameError::Escapes));
         assert_eq!(normalize_path(b"a/..b/...").unwrap(), b"a/..b/...");
-        assert_eq!(normalize_path(b"x\xff\xfe/\xc3\xa9").unwrap(), b"x\xff\xfe/\xc3\xa9");
+        assert_eq!(
+            normalize_path(b"x\xff\xfe/\xc3\xa9").unwrap(),
+            b"x\xff\xfe/\xc3\xa9"
+        );
     }
 
     #[test]
@@ -239,13 +276,35 @@ mod tests {
 
     #[test]
     fn canonical_sort_matches_a_lexical_walk() {
-        let mut names: Vec<Vec<u8>> = ["usr/", "usr-x", "etc/hosts", "usr/bin/", "etc/", "./a", "usr/bin/x"]
-            .iter()
-            .map(|s| s.as_bytes().to_vec())
-            .collect();
+        let mut names: Vec<Vec<u8>> = [
+            "usr/",
+            "usr-x",
+            "etc/hosts",
+            "usr/bin/",
+            "etc/",
+            "./a",
+            "usr/bin/x",
+        ]
+        .iter()
+        .map(|s| s.as_bytes().to_vec())
+        .collect();
         canonical_sort(&mut names);
-        let got: Vec<&str> = names.iter().map(|n| std::str::from_utf8(n).unwrap()).collect();
-        assert_eq!(got, ["./a", "etc/", "etc/hosts", "usr/", "usr/bin/", "usr/bin/x", "usr-x"]);
+        let got: Vec<&str> = names
+            .iter()
+            .map(|n| std::str::from_utf8(n).unwrap())
+            .collect();
+        assert_eq!(
+            got,
+            [
+                "./a",
+                "etc/",
+                "etc/hosts",
+                "usr/",
+                "usr/bin/",
+                "usr/bin/x",
+                "usr-x"
+            ]
+        );
     }
 
     #[test]

@@ -102,9 +102,9 @@ impl PackOptions {
 
     fn validate(&self) -> Result<(), PackError> {
         match self.compression {
-            Compression::Gzip { level } if level > 12 => {
-                Err(PackError::Options(format!("gzip level {level} is out of range 0–12")))
-            }
+            Compression::Gzip { level } if level > 12 => Err(PackError::Options(format!(
+                "gzip level {level} is out of range 0–12"
+            ))),
             Compression::Zstd { level } if !zstd::compression_level_range().contains(&level) => {
                 let r = zstd::compression_level_range();
                 Err(PackError::Options(format!(
@@ -121,7 +121,9 @@ impl PackOptions {
         if self.threads > 0 {
             self.threads
         } else {
-            std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
+            std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(1)
         }
     }
 }
@@ -177,7 +179,10 @@ pub enum PackError {
 
 fn output_error(e: io::Error) -> PackError {
     if e.kind() == io::ErrorKind::StorageFull {
-        PackError::DiskFull { what: "compressed output", source: e }
+        PackError::DiskFull {
+            what: "compressed output",
+            source: e,
+        }
     } else {
         PackError::Output(e)
     }
@@ -185,9 +190,15 @@ fn output_error(e: io::Error) -> PackError {
 
 fn spool_error(dir: &std::path::Path, e: io::Error) -> PackError {
     if e.kind() == io::ErrorKind::StorageFull {
-        PackError::DiskFull { what: "spool", source: e }
+        PackError::DiskFull {
+            what: "spool",
+            source: e,
+        }
     } else {
-        PackError::Spool { dir: dir.to_path_buf(), source: e }
+        PackError::Spool {
+            dir: dir.to_path_buf(),
+            source: e,
+        }
     }
 }
 
@@ -208,14 +219,28 @@ pub fn pack<R: Read, W: Write + Send + 'static>(
     let mut ctx = Ctx::new(opts)?;
 
     let input_failed = Rc::new(Cell::new(false));
-    let counting = Counting { inner: input, count: 0, reported: 0, progress, failed: input_failed.clone() };
+    let counting = Counting {
+        inner: input,
+        count: 0,
+        reported: 0,
+        progress,
+        failed: input_failed.clone(),
+    };
     let mut reader = TarReader::new(BufReader::with_capacity(INPUT_BUFFER, counting));
     let input_err = |e: io::Error| {
-        if input_failed.get() { PackError::Input(e) } else { PackError::Malformed(e.to_string()) }
+        if input_failed.get() {
+            PackError::Input(e)
+        } else {
+            PackError::Malformed(e.to_string())
+        }
     };
     let data_err = |e: WriteError| match e {
         WriteError::Read(e) => input_err(e),
-        WriteError::Short { name, expected, got } => PackError::Malformed(format!(
+        WriteError::Short {
+            name,
+            expected,
+            got,
+        } => PackError::Malformed(format!(
             "{} ends after {got} of its {expected} bytes (truncated stream)",
             policy::display(&name)
         )),
@@ -223,16 +248,25 @@ pub fn pack<R: Read, W: Write + Send + 'static>(
     };
 
     let mut tar = Some(new_tar(opts, threads, out.take_file())?);
-    tar.as_mut().expect("set").write_root(epoch).map_err(data_err)?;
+    tar.as_mut()
+        .expect("set")
+        .write_root(epoch)
+        .map_err(data_err)?;
     let mut streamer = Some(Streamer::default());
     let mut spooler: Option<Spooler> = None;
 
     while let Some(raw) = reader.next_entry().map_err(input_err)? {
         let m = member::parse_entry(raw, epoch).map_err(|e| parse_error(e, &input_err))?;
-        let Some((m, replacement)) = ctx.admit(m) else { continue };
+        let Some((m, replacement)) = ctx.admit(m) else {
+            continue;
+        };
         let mut fixed: &[u8] = replacement.unwrap_or_default();
         let mut entry = reader.data();
-        let data: &mut dyn Read = if replacement.is_some() { &mut fixed } else { &mut entry };
+        let data: &mut dyn Read = if replacement.is_some() {
+            &mut fixed
+        } else {
+            &mut entry
+        };
 
         if let Some(s) = streamer.as_mut() {
             let t = tar.as_mut().expect("streaming");
@@ -241,7 +275,8 @@ pub fn pack<R: Read, W: Write + Send + 'static>(
                 Offer::Rejected(m) => {
                     // Out of canonical order: take back what was written and spool from here on.
                     streamer = None;
-                    let mut sp = Spooler::new(&opts.spool_dir).map_err(|e| spool_error(&opts.spool_dir, e))?;
+                    let mut sp = Spooler::new(&opts.spool_dir)
+                        .map_err(|e| spool_error(&opts.spool_dir, e))?;
                     let written = tar.take().expect("streaming").into_inner();
                     replay_prefix(written, &mut out, &mut sp, &mut ctx, opts)?;
                     add(&mut sp, m, data, &data_err, opts)?;
@@ -249,7 +284,13 @@ pub fn pack<R: Read, W: Write + Send + 'static>(
                 }
             }
         } else {
-            add(spooler.as_mut().expect("spooling"), m, data, &data_err, opts)?;
+            add(
+                spooler.as_mut().expect("spooling"),
+                m,
+                data,
+                &data_err,
+                opts,
+            )?;
         }
     }
 
@@ -293,7 +334,11 @@ pub fn pack<R: Read, W: Write + Send + 'static>(
     })
 }
 
-fn new_tar(opts: &PackOptions, threads: usize, file: File) -> Result<TarWriter<TarSink>, PackError> {
+fn new_tar(
+    opts: &PackOptions,
+    threads: usize,
+    file: File,
+) -> Result<TarWriter<TarSink>, PackError> {
     let s = sink::tar_sink(&opts.compression, threads, file).map_err(output_error)?;
     Ok(TarWriter::new(s))
 }
@@ -314,12 +359,16 @@ fn add(
 fn parse_error(e: ParseError, input_err: &impl Fn(io::Error) -> PackError) -> PackError {
     match e {
         ParseError::Io(e) => input_err(e),
-        ParseError::Name { raw, err: NameError::Escapes } => {
-            PackError::UnsafeName { name: policy::display(&raw) }
-        }
-        ParseError::Unsupported { name, what } => {
-            PackError::Unsupported { name: policy::display(&name), what }
-        }
+        ParseError::Name {
+            raw,
+            err: NameError::Escapes,
+        } => PackError::UnsafeName {
+            name: policy::display(&raw),
+        },
+        ParseError::Unsupported { name, what } => PackError::Unsupported {
+            name: policy::display(&name),
+            what,
+        },
     }
 }
 
@@ -332,22 +381,44 @@ fn replay_prefix(
     opts: &PackOptions,
 ) -> Result<(), PackError> {
     let fin = sink::finish_sink(written).map_err(output_error)?;
-    let reread = |e: io::Error| PackError::Output(io::Error::new(e.kind(), format!("re-reading the partial output: {e}")));
+    let reread = |e: io::Error| {
+        PackError::Output(io::Error::new(
+            e.kind(),
+            format!("re-reading the partial output: {e}"),
+        ))
+    };
     let reader = out.reader(&fin.file).map_err(reread)?;
-    let dec = sink::decoder(&opts.compression, BufReader::with_capacity(INPUT_BUFFER, reader)).map_err(reread)?;
+    let dec = sink::decoder(
+        &opts.compression,
+        BufReader::with_capacity(INPUT_BUFFER, reader),
+    )
+    .map_err(reread)?;
     let mut ar = TarReader::new(BufReader::with_capacity(INPUT_BUFFER, dec));
     ctx.replaying = true;
     while let Some(raw) = ar.next_entry().map_err(reread)? {
-        let m = member::parse_entry(raw, opts.source_date_epoch).map_err(|e| parse_error(e, &reread))?;
+        let m = member::parse_entry(raw, opts.source_date_epoch)
+            .map_err(|e| parse_error(e, &reread))?;
         // `admit` skips the root entry we wrote; it is written again.
-        let Some((m, replacement)) = ctx.admit(m) else { continue };
+        let Some((m, replacement)) = ctx.admit(m) else {
+            continue;
+        };
         let mut fixed: &[u8] = replacement.unwrap_or_default();
         let mut entry = ar.data();
-        let data: &mut dyn Read = if replacement.is_some() { &mut fixed } else { &mut entry };
-        add(sp, m, data, &|e| match e {
-            WriteError::Read(e) | WriteError::Write(e) => reread(e),
-            WriteError::Short { .. } => reread(io::ErrorKind::UnexpectedEof.into()),
-        }, opts)?;
+        let data: &mut dyn Read = if replacement.is_some() {
+            &mut fixed
+        } else {
+            &mut entry
+        };
+        add(
+            sp,
+            m,
+            data,
+            &|e| match e {
+                WriteError::Read(e) | WriteError::Write(e) => reread(e),
+                WriteError::Short { .. } => reread(io::ErrorKind::UnexpectedEof.into()),
+            },
+            opts,
+        )?;
     }
     ctx.replaying = false;
     let mut file = fin.file;
@@ -382,7 +453,9 @@ impl Ctx {
             let p = normalize_path(mp.as_bytes())
                 .map_err(|_| PackError::Options(format!("mount point {mp:?} contains `..`")))?;
             if p.is_empty() {
-                return Err(PackError::Options(format!("mount point {mp:?} is the root")));
+                return Err(PackError::Options(format!(
+                    "mount point {mp:?} is the root"
+                )));
             }
             mount_points.push(p);
         }
@@ -424,14 +497,18 @@ impl Ctx {
                         policy::display(&m.archive_name())
                     ));
                 }
-                Some((policy::replacement(m.path, content, self.epoch), Some(content)))
+                Some((
+                    policy::replacement(m.path, content, self.epoch),
+                    Some(content),
+                ))
             }
         }
     }
 
     fn drop_member(&mut self, m: &Member, why: &str) {
         if !self.replaying {
-            self.dropped.push(format!("{} ({why})", policy::display(&m.archive_name())));
+            self.dropped
+                .push(format!("{} ({why})", policy::display(&m.archive_name())));
         }
         if !matches!(m.kind, Kind::Dir) {
             self.dropped_paths.insert(m.path.clone());
@@ -487,12 +564,16 @@ impl Streamer {
                     None => return Ok(Offer::Rejected(m)),
                 };
                 tar.write_link(m.path.clone(), &anchor, meta)?;
-                self.inodes.insert(m.path.clone().into_boxed_slice(), Inode::Linked(anchor, meta));
+                self.inodes.insert(
+                    m.path.clone().into_boxed_slice(),
+                    Inode::Linked(anchor, meta),
+                );
             }
             Kind::Dir => tar.write_member(&m, data)?,
             _ => {
                 tar.write_member(&m, data)?;
-                self.inodes.insert(m.path.clone().into_boxed_slice(), Inode::Own(m.meta));
+                self.inodes
+                    .insert(m.path.clone().into_boxed_slice(), Inode::Own(m.meta));
             }
         }
         self.last = m.path;
@@ -551,7 +632,12 @@ impl Output {
                 let regular = f.metadata().map(|m| m.is_file()).unwrap_or(false);
                 if regular {
                     let start = f.stream_position().map_err(output_error)?;
-                    return Ok(Output { file: Some(f), start, staged_into: None, direct: true });
+                    return Ok(Output {
+                        file: Some(f),
+                        start,
+                        staged_into: None,
+                        direct: true,
+                    });
                 }
                 Box::new(f) as Box<dyn Write + Send>
             }
@@ -560,8 +646,14 @@ impl Output {
                 Box::new(w) as Box<dyn Write + Send>
             }
         };
-        let tmp = tempfile::tempfile_in(&opts.spool_dir).map_err(|e| spool_error(&opts.spool_dir, e))?;
-        Ok(Output { file: Some(tmp), start: 0, staged_into: Some(staged), direct: false })
+        let tmp =
+            tempfile::tempfile_in(&opts.spool_dir).map_err(|e| spool_error(&opts.spool_dir, e))?;
+        Ok(Output {
+            file: Some(tmp),
+            start: 0,
+            staged_into: Some(staged),
+            direct: false,
+        })
     }
 
     fn take_file(&mut self) -> File {
@@ -581,7 +673,11 @@ impl Output {
         } else {
             f.try_clone()?
         };
-        Ok(RangeReader { f: readable, pos: self.start, end })
+        Ok(RangeReader {
+            f: readable,
+            pos: self.start,
+            end,
+        })
     }
 
     /// Truncates the output back to its start, ready to be written again.
@@ -593,8 +689,14 @@ impl Output {
 
     /// Direct: nothing left to do. Staged: copy the staging file to the real output.
     fn complete(mut self, f: File) -> Result<(), PackError> {
-        let Some(mut dest) = self.staged_into.take() else { return Ok(()) };
-        let mut r = RangeReader { end: f.metadata().map_err(output_error)?.len(), f, pos: 0 };
+        let Some(mut dest) = self.staged_into.take() else {
+            return Ok(());
+        };
+        let mut r = RangeReader {
+            end: f.metadata().map_err(output_error)?.len(),
+            f,
+            pos: 0,
+        };
         let mut buf = vec![0u8; 1 << 20];
         loop {
             let n = match r.read(&mut buf) {

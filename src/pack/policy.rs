@@ -17,7 +17,12 @@ pub const MODE_MASK: u32 = 0o7777;
 /// extraction applies it to the container's rootfs directory, and an odd mode there (Docker's
 /// rootfs is whatever the storage driver made it) would break logins and services.
 pub(crate) fn root_meta(epoch: u64) -> Meta {
-    Meta { mode: 0o755, uid: 0, gid: 0, mtime: epoch }
+    Meta {
+        mode: 0o755,
+        uid: 0,
+        gid: 0,
+        mtime: epoch,
+    }
 }
 
 /// Modification times are clamped to SOURCE_DATE_EPOCH: files touched by the build get the
@@ -87,9 +92,18 @@ pub struct InitStub {
 }
 
 pub const INIT_LAYER_STUBS: &[InitStub] = &[
-    InitStub { path: b"etc/hosts", default: HOSTS_DEFAULT },
-    InitStub { path: b"etc/hostname", default: HOSTNAME_DEFAULT },
-    InitStub { path: b"etc/resolv.conf", default: RESOLV_CONF_DEFAULT },
+    InitStub {
+        path: b"etc/hosts",
+        default: HOSTS_DEFAULT,
+    },
+    InitStub {
+        path: b"etc/hostname",
+        default: HOSTNAME_DEFAULT,
+    },
+    InitStub {
+        path: b"etc/resolv.conf",
+        default: RESOLV_CONF_DEFAULT,
+    },
 ];
 
 fn is_init_stub_shape(m: &Member) -> bool {
@@ -145,7 +159,10 @@ pub(crate) fn judge(m: &Member, mount_points: &[Vec<u8>]) -> Verdict {
     }
     // Mount points the build itself added (bind mounts, volumes): the directory Docker created
     // for them, and anything below it, are not part of the template.
-    if mount_points.iter().any(|mp| p == mp.as_slice() || is_strictly_below(p, mp)) {
+    if mount_points
+        .iter()
+        .any(|mp| p == mp.as_slice() || is_strictly_below(p, mp))
+    {
         return Verdict::Drop("build mount point");
     }
     Verdict::Keep
@@ -155,8 +172,15 @@ pub(crate) fn judge(m: &Member, mount_points: &[Vec<u8>]) -> Verdict {
 pub(crate) fn replacement(path: Vec<u8>, content: &'static [u8], epoch: u64) -> Member {
     Member {
         path,
-        kind: Kind::File { size: content.len() as u64 },
-        meta: Meta { mode: 0o644, uid: 0, gid: 0, mtime: epoch },
+        kind: Kind::File {
+            size: content.len() as u64,
+        },
+        meta: Meta {
+            mode: 0o644,
+            uid: 0,
+            gid: 0,
+            mtime: epoch,
+        },
         pax: Vec::new(),
     }
 }
@@ -183,7 +207,12 @@ mod tests {
         Member {
             path: path.as_bytes().to_vec(),
             kind,
-            meta: Meta { mode, uid: 0, gid: 0, mtime: 0 },
+            meta: Meta {
+                mode,
+                uid: 0,
+                gid: 0,
+                mtime: 0,
+            },
             pax: vec![],
         }
     }
@@ -193,15 +222,27 @@ mod tests {
 
     #[test]
     fn dockerenv_is_dropped_whatever_its_shape() {
-        assert_eq!(judge(&file(".dockerenv", 0, 0o755), &[]), Verdict::Drop("docker marker"));
-        assert_eq!(judge(&file(".dockerenv", 12, 0o644), &[]), Verdict::Drop("docker marker"));
+        assert_eq!(
+            judge(&file(".dockerenv", 0, 0o755), &[]),
+            Verdict::Drop("docker marker")
+        );
+        assert_eq!(
+            judge(&file(".dockerenv", 12, 0o644), &[]),
+            Verdict::Drop("docker marker")
+        );
         assert_eq!(judge(&file("srv/.dockerenv", 0, 0o755), &[]), Verdict::Keep);
     }
 
     #[test]
     fn init_stubs_are_replaced_only_in_their_exact_shape() {
-        assert_eq!(judge(&file("etc/hosts", 0, 0o755), &[]), Verdict::Replace(HOSTS_DEFAULT));
-        assert_eq!(judge(&file("etc/hostname", 0, 0o755), &[]), Verdict::Replace(HOSTNAME_DEFAULT));
+        assert_eq!(
+            judge(&file("etc/hosts", 0, 0o755), &[]),
+            Verdict::Replace(HOSTS_DEFAULT)
+        );
+        assert_eq!(
+            judge(&file("etc/hostname", 0, 0o755), &[]),
+            Verdict::Replace(HOSTNAME_DEFAULT)
+        );
         assert_eq!(
             judge(&file("etc/resolv.conf", 0, 0o755), &[]),
             Verdict::Replace(RESOLV_CONF_DEFAULT)
@@ -211,7 +252,9 @@ mod tests {
         assert_eq!(judge(&file("etc/hosts", 0, 0o644), &[]), Verdict::Keep);
         let resolved = member(
             "etc/resolv.conf",
-            Kind::Symlink { target: b"../run/systemd/resolve/stub-resolv.conf".to_vec() },
+            Kind::Symlink {
+                target: b"../run/systemd/resolve/stub-resolv.conf".to_vec(),
+            },
             0o777,
         );
         assert_eq!(judge(&resolved, &[]), Verdict::Keep);
@@ -222,8 +265,21 @@ mod tests {
     #[test]
     fn replacement_is_root_owned_0644_with_content() {
         let r = replacement(b"etc/hostname".to_vec(), HOSTNAME_DEFAULT, 42);
-        assert_eq!(r.kind, Kind::File { size: HOSTNAME_DEFAULT.len() as u64 });
-        assert_eq!(r.meta, Meta { mode: 0o644, uid: 0, gid: 0, mtime: 42 });
+        assert_eq!(
+            r.kind,
+            Kind::File {
+                size: HOSTNAME_DEFAULT.len() as u64
+            }
+        );
+        assert_eq!(
+            r.meta,
+            Meta {
+                mode: 0o644,
+                uid: 0,
+                gid: 0,
+                mtime: 42
+            }
+        );
         assert!(HOSTS_DEFAULT.starts_with(b"127.0.0.1\tlocalhost\n"));
     }
 
@@ -231,17 +287,33 @@ mod tests {
     fn devices_are_dropped_everywhere() {
         let null = member("dev/null", Kind::Char { major: 1, minor: 3 }, 0o666);
         assert_eq!(judge(&null, &[]), Verdict::Drop("device node"));
-        let loop0 = member("lib/udev/devices/loop0", Kind::Block { major: 7, minor: 0 }, 0o660);
+        let loop0 = member(
+            "lib/udev/devices/loop0",
+            Kind::Block { major: 7, minor: 0 },
+            0o660,
+        );
         assert_eq!(judge(&loop0, &[]), Verdict::Drop("device node"));
     }
 
     #[test]
     fn dev_console_stub_and_runtime_mount_contents() {
-        assert_eq!(judge(&file("dev/console", 0, 0o755), &[]), Verdict::Drop("docker init-layer stub"));
+        assert_eq!(
+            judge(&file("dev/console", 0, 0o755), &[]),
+            Verdict::Drop("docker init-layer stub")
+        );
         let pts = member("dev/pts", Kind::Dir, 0o755);
         assert_eq!(judge(&pts, &[]), Verdict::Keep);
-        assert_eq!(judge(&file("dev/shm/x", 3, 0o644), &[]), Verdict::Drop("runtime mount contents"));
-        let ptmx = member("dev/pts/ptmx", Kind::Symlink { target: b"x".to_vec() }, 0o777);
+        assert_eq!(
+            judge(&file("dev/shm/x", 3, 0o644), &[]),
+            Verdict::Drop("runtime mount contents")
+        );
+        let ptmx = member(
+            "dev/pts/ptmx",
+            Kind::Symlink {
+                target: b"x".to_vec(),
+            },
+            0o777,
+        );
         assert_eq!(judge(&ptmx, &[]), Verdict::Drop("runtime mount contents"));
         // `dev/` itself and other image content below it stay (Proxmox skips them anyway)
         assert_eq!(judge(&member("dev", Kind::Dir, 0o755), &[]), Verdict::Keep);
@@ -253,8 +325,14 @@ mod tests {
     #[test]
     fn mount_points_drop_their_subtree_only() {
         let mps = vec![b"build".to_vec()];
-        assert_eq!(judge(&member("build", Kind::Dir, 0o755), &mps), Verdict::Drop("build mount point"));
-        assert_eq!(judge(&file("build/x", 1, 0o644), &mps), Verdict::Drop("build mount point"));
+        assert_eq!(
+            judge(&member("build", Kind::Dir, 0o755), &mps),
+            Verdict::Drop("build mount point")
+        );
+        assert_eq!(
+            judge(&file("build/x", 1, 0o644), &mps),
+            Verdict::Drop("build mount point")
+        );
         assert_eq!(judge(&file("buildx", 1, 0o644), &mps), Verdict::Keep);
     }
 
@@ -284,6 +362,14 @@ mod tests {
         assert_eq!(id_warning(&m), None);
         m.meta.gid = 100000;
         assert!(id_warning(&m).unwrap().contains("./x"));
-        assert_eq!(root_meta(7), Meta { mode: 0o755, uid: 0, gid: 0, mtime: 7 });
+        assert_eq!(
+            root_meta(7),
+            Meta {
+                mode: 0o755,
+                uid: 0,
+                gid: 0,
+                mtime: 7
+            }
+        );
     }
 }

@@ -31,7 +31,11 @@ pub(crate) struct Hashing<W> {
 
 impl<W> Hashing<W> {
     pub fn new(inner: W) -> Self {
-        Hashing { inner, sha: Sha256::new(), bytes: 0 }
+        Hashing {
+            inner,
+            sha: Sha256::new(),
+            bytes: 0,
+        }
     }
     /// (inner, hex sha256, bytes)
     pub fn finish(self) -> (W, String, u64) {
@@ -120,7 +124,10 @@ impl Drop for GzipEnc {
 impl Encoder {
     pub fn new(c: &Compression, threads: usize, out: File) -> io::Result<Encoder> {
         let out_err = Arc::new(Mutex::new(None));
-        let sink = Hashing::new(Latch { file: out, err: out_err.clone() });
+        let sink = Hashing::new(Latch {
+            file: out,
+            err: out_err.clone(),
+        });
         let kind = Self::kind(c, threads, sink)?;
         Ok(Encoder { kind, out_err })
     }
@@ -213,7 +220,13 @@ pub(crate) fn finish_sink(s: TarSink) -> io::Result<Finished> {
     // `into_inner` writes the buffer out without calling the encoder's `flush`.
     let enc = buf.into_inner().map_err(|e| e.into_error())?;
     let (file, sha256, compressed_bytes) = enc.finish()?;
-    Ok(Finished { file, tar_sha256, tar_bytes, sha256, compressed_bytes })
+    Ok(Finished {
+        file,
+        tar_sha256,
+        tar_bytes,
+        sha256,
+        compressed_bytes,
+    })
 }
 
 /// A reader that decompresses what this module wrote (used to re-read an already written prefix).

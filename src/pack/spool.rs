@@ -62,7 +62,9 @@ impl Spooler {
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => return Err(AddError::Data(WriteError::Read(e))),
             };
-            self.file.write_all(&self.buf[..n]).map_err(AddError::Spool)?;
+            self.file
+                .write_all(&self.buf[..n])
+                .map_err(AddError::Spool)?;
             left -= n as u64;
         }
         self.pos += size;
@@ -77,8 +79,14 @@ impl Spooler {
         tar: &mut TarWriter<W>,
         map_write: impl Fn(WriteError) -> PackError,
     ) -> Result<(), PackError> {
-        let spool_err = |e: io::Error| PackError::Spool { dir: ctx.spool_dir.clone(), source: e };
-        let file = self.file.into_inner().map_err(|e| spool_err(e.into_error()))?;
+        let spool_err = |e: io::Error| PackError::Spool {
+            dir: ctx.spool_dir.clone(),
+            source: e,
+        };
+        let file = self
+            .file
+            .into_inner()
+            .map_err(|e| spool_err(e.into_error()))?;
         let mut items = self.items;
 
         // Canonical order; the sort is stable, so among members with the same path the last one
@@ -102,17 +110,26 @@ impl Spooler {
             match roles[i] {
                 Role::Plain => {
                     let mut r = SpoolReader::new(&file, it.offset, it.m.size());
-                    tar.write_member(&it.m, &mut r).map_err(|e| spool_read(e, ctx, &map_write))?;
+                    tar.write_member(&it.m, &mut r)
+                        .map_err(|e| spool_read(e, ctx, &map_write))?;
                 }
                 Role::Anchor { inode } => {
                     let src = &items[inode];
-                    let m = Member { path: it.m.path.clone(), ..src.m.clone() };
+                    let m = Member {
+                        path: it.m.path.clone(),
+                        ..src.m.clone()
+                    };
                     let mut r = SpoolReader::new(&file, src.offset, src.m.size());
-                    tar.write_member(&m, &mut r).map_err(|e| spool_read(e, ctx, &map_write))?;
+                    tar.write_member(&m, &mut r)
+                        .map_err(|e| spool_read(e, ctx, &map_write))?;
                 }
                 Role::Link { anchor, inode } => {
-                    tar.write_link(it.m.path.clone(), &items[anchor].m.path, items[inode].m.meta)
-                        .map_err(&map_write)?;
+                    tar.write_link(
+                        it.m.path.clone(),
+                        &items[anchor].m.path,
+                        items[inode].m.meta,
+                    )
+                    .map_err(&map_write)?;
                 }
                 Role::Dropped => {}
             }
@@ -124,10 +141,16 @@ impl Spooler {
 /// Reading the spool back is a spool error; a short read means the spool lost data.
 fn spool_read(e: WriteError, ctx: &Ctx, map_write: &impl Fn(WriteError) -> PackError) -> PackError {
     match e {
-        WriteError::Read(e) => PackError::Spool { dir: ctx.spool_dir.clone(), source: e },
+        WriteError::Read(e) => PackError::Spool {
+            dir: ctx.spool_dir.clone(),
+            source: e,
+        },
         WriteError::Short { .. } => PackError::Spool {
             dir: ctx.spool_dir.clone(),
-            source: io::Error::new(io::ErrorKind::UnexpectedEof, "spool file shorter than written"),
+            source: io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "spool file shorter than written",
+            ),
         },
         e => map_write(e),
     }
@@ -137,9 +160,14 @@ fn spool_read(e: WriteError, ctx: &Ctx, map_write: &impl Fn(WriteError) -> PackE
 enum Role {
     Plain,
     /// Carries the data and metadata of `inode` under its own name (first of its link group).
-    Anchor { inode: usize },
+    Anchor {
+        inode: usize,
+    },
     /// Hard link to `anchor`, metadata of `inode`.
-    Link { anchor: usize, inode: usize },
+    Link {
+        anchor: usize,
+        inode: usize,
+    },
     Dropped,
 }
 
@@ -148,13 +176,18 @@ enum Role {
 /// the data and the others link to it, which is what the streaming path produces for input in
 /// canonical order, so both paths give the same bytes.
 fn resolve_links(items: &[Item], ctx: &mut Ctx) -> Result<Vec<Role>, PackError> {
-    let index: HashMap<&[u8], usize> =
-        items.iter().enumerate().map(|(i, it)| (it.m.path.as_slice(), i)).collect();
+    let index: HashMap<&[u8], usize> = items
+        .iter()
+        .enumerate()
+        .map(|(i, it)| (it.m.path.as_slice(), i))
+        .collect();
     let mut roles = vec![Role::Plain; items.len()];
     let mut groups: HashMap<usize, Vec<usize>> = HashMap::new();
 
     for (i, it) in items.iter().enumerate() {
-        let Kind::HardLink { target } = &it.m.kind else { continue };
+        let Kind::HardLink { target } = &it.m.kind else {
+            continue;
+        };
         // follow link → link chains to the member holding the data
         let mut cur: &[u8] = target;
         let mut steps = 0;
@@ -200,10 +233,18 @@ fn resolve_links(items: &[Item], ctx: &mut Ctx) -> Result<Vec<Role>, PackError> 
     }
 
     for (inode, links) in groups {
-        let anchor = links.iter().copied().chain([inode]).min().expect("non-empty");
+        let anchor = links
+            .iter()
+            .copied()
+            .chain([inode])
+            .min()
+            .expect("non-empty");
         for member in links.into_iter().chain([inode]) {
-            roles[member] =
-                if member == anchor { Role::Anchor { inode } } else { Role::Link { anchor, inode } };
+            roles[member] = if member == anchor {
+                Role::Anchor { inode }
+            } else {
+                Role::Link { anchor, inode }
+            };
         }
     }
     Ok(roles)
@@ -218,7 +259,11 @@ struct SpoolReader<'a> {
 
 impl<'a> SpoolReader<'a> {
     fn new(f: &'a File, offset: u64, len: u64) -> Self {
-        SpoolReader { f, pos: offset, end: offset + len }
+        SpoolReader {
+            f,
+            pos: offset,
+            end: offset + len,
+        }
     }
 }
 

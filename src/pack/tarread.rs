@@ -44,7 +44,12 @@ fn malformed(msg: impl Into<String>) -> io::Error {
 
 impl<R: Read> TarReader<R> {
     pub fn new(r: R) -> Self {
-        TarReader { r, left: 0, pad: 0, done: false }
+        TarReader {
+            r,
+            left: 0,
+            pad: 0,
+            done: false,
+        }
     }
 
     pub fn into_inner(self) -> R {
@@ -103,13 +108,23 @@ impl<R: Read> TarReader<R> {
                 }
                 _ => {
                     let pax = pax.unwrap_or_default();
-                    let find = |k: &[u8]| pax.iter().rev().find(|(key, _)| key == k).map(|(_, v)| v.clone());
+                    let find = |k: &[u8]| {
+                        pax.iter()
+                            .rev()
+                            .find(|(key, _)| key == k)
+                            .map(|(_, v)| v.clone())
+                    };
                     let num = |k: &[u8], dflt: u64| -> io::Result<u64> {
                         match find(k) {
                             Some(v) => std::str::from_utf8(&v)
                                 .ok()
                                 .and_then(|s| s.parse::<u64>().ok())
-                                .ok_or_else(|| malformed(format!("bad PAX {} value", String::from_utf8_lossy(k)))),
+                                .ok_or_else(|| {
+                                    malformed(format!(
+                                        "bad PAX {} value",
+                                        String::from_utf8_lossy(k)
+                                    ))
+                                }),
                             None => Ok(dflt),
                         }
                     };
@@ -119,9 +134,12 @@ impl<R: Read> TarReader<R> {
                     let path = find(b"path")
                         .or(long_name)
                         .unwrap_or_else(|| header.path_bytes().into_owned());
-                    let link = find(b"linkpath")
-                        .or(long_link)
-                        .unwrap_or_else(|| header.link_name_bytes().map(|l| l.into_owned()).unwrap_or_default());
+                    let link = find(b"linkpath").or(long_link).unwrap_or_else(|| {
+                        header
+                            .link_name_bytes()
+                            .map(|l| l.into_owned())
+                            .unwrap_or_default()
+                    });
                     let pax_mtime = find(b"mtime");
                     // No data follows symlinks, devices, directories and fifos whatever the
                     // size field says (POSIX ustar); everything else, hard links included (pax
@@ -137,7 +155,16 @@ impl<R: Read> TarReader<R> {
                     let stored = if has_data { size } else { 0 };
                     self.left = stored;
                     self.pad = padding(stored);
-                    return Ok(Some(RawEntry { header, path, link, size, uid, gid, pax_mtime, pax }));
+                    return Ok(Some(RawEntry {
+                        header,
+                        path,
+                        link,
+                        size,
+                        uid,
+                        gid,
+                        pax_mtime,
+                        pax,
+                    }));
                 }
             }
         }
@@ -153,7 +180,10 @@ impl<R: Read> TarReader<R> {
         if n > 0 {
             let copied = io::copy(&mut (&mut self.r).take(n), &mut io::sink())?;
             if copied < n {
-                return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "archive ends inside a member"));
+                return Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "archive ends inside a member",
+                ));
             }
         }
         self.left = 0;
@@ -167,7 +197,12 @@ impl<R: Read> TarReader<R> {
         while got < buf.len() {
             match self.r.read(&mut buf[got..]) {
                 Ok(0) if got == 0 => return Ok(false),
-                Ok(0) => return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "archive ends inside a header")),
+                Ok(0) => {
+                    return Err(io::Error::new(
+                        io::ErrorKind::UnexpectedEof,
+                        "archive ends inside a header",
+                    ));
+                }
                 Ok(n) => got += n,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => return Err(e),
@@ -226,10 +261,22 @@ fn trim_nul(mut v: Vec<u8>) -> Vec<u8> {
 
 fn verify_checksum(h: &Header) -> io::Result<()> {
     let b = h.as_bytes();
-    let unsigned: u32 = b[..148].iter().chain(&b[156..]).map(|&x| x as u32).sum::<u32>() + 8 * 32;
+    let unsigned: u32 = b[..148]
+        .iter()
+        .chain(&b[156..])
+        .map(|&x| x as u32)
+        .sum::<u32>()
+        + 8 * 32;
     // Some old writers summed signed chars; accept that too, like GNU tar.
-    let signed: i32 = b[..148].iter().chain(&b[156..]).map(|&x| x as i8 as i32).sum::<i32>() + 8 * 32;
-    let stored = h.cksum().map_err(|_| malformed("header checksum field is not a number"))?;
+    let signed: i32 = b[..148]
+        .iter()
+        .chain(&b[156..])
+        .map(|&x| x as i8 as i32)
+        .sum::<i32>()
+        + 8 * 32;
+    let stored = h
+        .cksum()
+        .map_err(|_| malformed("header checksum field is not a number"))?;
     if stored == unsigned || stored as i32 == signed {
         Ok(())
     } else {
@@ -277,7 +324,10 @@ mod tests {
     #[test]
     fn pax_values_may_contain_newlines() {
         let recs = vec![
-            (b"SCHILY.xattr.security.capability".to_vec(), b"\x01\x00\x00\x02\x0a\x00\x00\x00".to_vec()),
+            (
+                b"SCHILY.xattr.security.capability".to_vec(),
+                b"\x01\x00\x00\x02\x0a\x00\x00\x00".to_vec(),
+            ),
             (b"path".to_vec(), b"a\nb=c".to_vec()),
         ];
         assert_eq!(parse_pax(&pax_records(&recs)).unwrap(), recs);
@@ -307,9 +357,14 @@ mod tests {
 
     #[test]
     fn reads_pax_path_with_newline_and_data() {
-        let recs = pax_records(&[(b"path".to_vec(), b"dir/new\nline".to_vec()), (b"uid".to_vec(), b"3000000".to_vec())]);
+        let recs = pax_records(&[
+            (b"path".to_vec(), b"dir/new\nline".to_vec()),
+            (b"uid".to_vec(), b"3000000".to_vec()),
+        ]);
         let mut ar = Vec::new();
-        ar.extend_from_slice(ustar(b"PaxHeaders/x", EntryType::XHeader, recs.len() as u64).as_bytes());
+        ar.extend_from_slice(
+            ustar(b"PaxHeaders/x", EntryType::XHeader, recs.len() as u64).as_bytes(),
+        );
         ar.extend(padded(&recs));
         ar.extend_from_slice(ustar(b"dir/new", EntryType::Regular, 3).as_bytes());
         ar.extend(padded(b"abc"));

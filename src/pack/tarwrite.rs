@@ -24,7 +24,11 @@ pub(crate) enum WriteError {
     /// Reading the member's data failed.
     Read(io::Error),
     /// The member's data ended before its declared size.
-    Short { name: Vec<u8>, expected: u64, got: u64 },
+    Short {
+        name: Vec<u8>,
+        expected: u64,
+        got: u64,
+    },
     /// Writing the tar stream failed.
     Write(io::Error),
 }
@@ -37,7 +41,11 @@ pub(crate) struct TarWriter<W: Write> {
 
 impl<W: Write> TarWriter<W> {
     pub fn new(w: W) -> Self {
-        TarWriter { w, members: 0, buf: vec![0; COPY_BUF] }
+        TarWriter {
+            w,
+            members: 0,
+            buf: vec![0; COPY_BUF],
+        }
     }
 
     pub fn members(&self) -> u64 {
@@ -57,10 +65,17 @@ impl<W: Write> TarWriter<W> {
 
     /// A hard link `path` → `anchor`, with the inode's metadata. Link headers never carry data or
     /// PAX records: the inode's are on the anchor.
-    pub fn write_link(&mut self, path: Vec<u8>, anchor: &[u8], meta: Meta) -> Result<(), WriteError> {
+    pub fn write_link(
+        &mut self,
+        path: Vec<u8>,
+        anchor: &[u8],
+        meta: Meta,
+    ) -> Result<(), WriteError> {
         let m = Member {
             path,
-            kind: Kind::HardLink { target: anchor.to_vec() },
+            kind: Kind::HardLink {
+                target: anchor.to_vec(),
+            },
             meta,
             pax: Vec::new(),
         };
@@ -82,10 +97,12 @@ impl<W: Write> TarWriter<W> {
         if let Some(link) = &link
             && link.len() >= NAME_FIELD
         {
-            self.write_gnu_long(EntryType::GNULongLink, link).map_err(WriteError::Write)?;
+            self.write_gnu_long(EntryType::GNULongLink, link)
+                .map_err(WriteError::Write)?;
         }
         if name.len() >= NAME_FIELD {
-            self.write_gnu_long(EntryType::GNULongName, &name).map_err(WriteError::Write)?;
+            self.write_gnu_long(EntryType::GNULongName, &name)
+                .map_err(WriteError::Write)?;
         }
 
         let mut h = Header::new_gnu();
@@ -145,7 +162,9 @@ impl<W: Write> TarWriter<W> {
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => return Err(WriteError::Read(e)),
             };
-            self.w.write_all(&self.buf[..n]).map_err(WriteError::Write)?;
+            self.w
+                .write_all(&self.buf[..n])
+                .map_err(WriteError::Write)?;
             left -= n as u64;
         }
         self.pad(size).map_err(WriteError::Write)
@@ -245,7 +264,12 @@ mod tests {
         Member {
             path: path.to_vec(),
             kind,
-            meta: Meta { mode: 0o4755, uid: 3_000_000, gid: 100, mtime: 1_700_000_000 },
+            meta: Meta {
+                mode: 0o4755,
+                uid: 3_000_000,
+                gid: 100,
+                mtime: 1_700_000_000,
+            },
             pax: vec![],
         }
     }
@@ -275,8 +299,16 @@ mod tests {
         let mut f = member(&long, Kind::File { size: 3 });
         f.pax = vec![(b"SCHILY.xattr.user.k".to_vec(), b"v\0\n".to_vec())];
         w.write_member(&f, &mut &b"abc"[..]).unwrap();
-        w.write_member(&member(b"s", Kind::Symlink { target: target.clone() }), &mut io::empty())
-            .unwrap();
+        w.write_member(
+            &member(
+                b"s",
+                Kind::Symlink {
+                    target: target.clone(),
+                },
+            ),
+            &mut io::empty(),
+        )
+        .unwrap();
         w.write_link(b"h".to_vec(), &long, f.meta).unwrap();
         let out = w.finish().unwrap();
         assert_eq!(out.len() % 512, 0);
@@ -313,6 +345,13 @@ mod tests {
     fn short_data_is_an_error() {
         let mut w = TarWriter::new(Vec::new());
         let err = w.write_member(&member(b"f", Kind::File { size: 10 }), &mut &b"abc"[..]);
-        assert!(matches!(err, Err(WriteError::Short { expected: 10, got: 3, .. })));
+        assert!(matches!(
+            err,
+            Err(WriteError::Short {
+                expected: 10,
+                got: 3,
+                ..
+            })
+        ));
     }
 }

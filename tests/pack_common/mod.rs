@@ -43,7 +43,15 @@ impl Entry {
         Entry::raw(path.as_bytes(), node, mode)
     }
     pub fn raw(path: &[u8], node: Node, mode: u32) -> Entry {
-        Entry { path: path.to_vec(), node, mode, uid: 0, gid: 0, mtime: EPOCH - 1000, xattrs: vec![] }
+        Entry {
+            path: path.to_vec(),
+            node,
+            mode,
+            uid: 0,
+            gid: 0,
+            mtime: EPOCH - 1000,
+            xattrs: vec![],
+        }
     }
     pub fn dir(path: &str) -> Entry {
         Entry::new(path, Node::Dir, 0o755)
@@ -226,7 +234,9 @@ impl Write for SharedVec {
 
 pub fn gunzip(data: &[u8]) -> Vec<u8> {
     let mut out = Vec::new();
-    flate2::read::MultiGzDecoder::new(data).read_to_end(&mut out).unwrap();
+    flate2::read::MultiGzDecoder::new(data)
+        .read_to_end(&mut out)
+        .unwrap();
     out
 }
 
@@ -279,7 +289,10 @@ pub fn list(tar: &[u8]) -> Vec<Listed> {
         assert!(pos + 512 <= tar.len(), "archive not terminated");
         let block = &tar[pos..pos + 512];
         if block.iter().all(|&b| b == 0) {
-            assert!(tar[pos..].iter().all(|&b| b == 0), "data after the end marker");
+            assert!(
+                tar[pos..].iter().all(|&b| b == 0),
+                "data after the end marker"
+            );
             assert!(tar.len() - pos >= 1024, "two zero blocks at the end");
             break;
         }
@@ -325,9 +338,27 @@ pub fn extract_like_proxmox(artifact: &[u8], compression: &Compression, dir: &Pa
         Compression::Zstd { .. } => "--zstd",
     };
     let mut child = Command::new("tar")
-        .args(["xpf", "-", cflag, "--totals", "--one-file-system", "-p", "--sparse", "--numeric-owner", "--acls"])
-        .args(["--xattrs", "--xattrs-include=user.*", "--xattrs-include=security.capability"])
-        .args(["--warning=no-file-ignored", "--warning=no-xattr-write", "-C"])
+        .args([
+            "xpf",
+            "-",
+            cflag,
+            "--totals",
+            "--one-file-system",
+            "-p",
+            "--sparse",
+            "--numeric-owner",
+            "--acls",
+        ])
+        .args([
+            "--xattrs",
+            "--xattrs-include=user.*",
+            "--xattrs-include=security.capability",
+        ])
+        .args([
+            "--warning=no-file-ignored",
+            "--warning=no-xattr-write",
+            "-C",
+        ])
         .arg(dir)
         .args(["--skip-old-files", "--anchored", "--exclude", "./dev/*"])
         .stdin(Stdio::piped())
@@ -347,7 +378,11 @@ pub fn extract_like_proxmox(artifact: &[u8], compression: &Compression, dir: &Pa
         .filter(|l| !l.starts_with("Total bytes read"))
         .map(|l| format!("{l}\n"))
         .collect();
-    assert!(out.status.success(), "tar failed ({}): {stderr}", out.status);
+    assert!(
+        out.status.success(),
+        "tar failed ({}): {stderr}",
+        out.status
+    );
     stderr
 }
 
@@ -365,10 +400,21 @@ pub fn scan(root: &Path) -> BTreeMap<Vec<u8>, Found> {
     fn walk(root: &Path, dir: &Path, map: &mut BTreeMap<Vec<u8>, Found>) {
         for e in std::fs::read_dir(dir).unwrap() {
             let p: PathBuf = e.unwrap().path();
-            let rel = p.strip_prefix(root).unwrap().as_os_str().as_bytes().to_vec();
+            let rel = p
+                .strip_prefix(root)
+                .unwrap()
+                .as_os_str()
+                .as_bytes()
+                .to_vec();
             let meta = std::fs::symlink_metadata(&p).unwrap();
             let ft = meta.file_type();
-            let link = ft.is_symlink().then(|| std::fs::read_link(&p).unwrap().as_os_str().as_bytes().to_vec());
+            let link = ft.is_symlink().then(|| {
+                std::fs::read_link(&p)
+                    .unwrap()
+                    .as_os_str()
+                    .as_bytes()
+                    .to_vec()
+            });
             let data = ft.is_file().then(|| std::fs::read(&p).unwrap());
             let mut xattrs = BTreeMap::new();
             if ft.is_file() || ft.is_dir() {
@@ -380,7 +426,15 @@ pub fn scan(root: &Path) -> BTreeMap<Vec<u8>, Found> {
                 }
             }
             let is_dir = ft.is_dir();
-            map.insert(rel, Found { meta, link, data, xattrs });
+            map.insert(
+                rel,
+                Found {
+                    meta,
+                    link,
+                    data,
+                    xattrs,
+                },
+            );
             if is_dir {
                 walk(root, &p, map);
             }

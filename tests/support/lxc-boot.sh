@@ -72,9 +72,20 @@ info() { printf '# %s\n' "$*"; }
 # cleanup: always stop, destroy, remove
 # ---------------------------------------------------------------------------------------
 STARTED=0
+CHILD=""          # long-running child (tar, the boot wait): run in the background and
+                  # `wait`ed for, so a signal is handled at once instead of after it ends
+killtree() {
+    local p
+    for p in $(ps -o pid= --ppid "$1" 2>/dev/null); do killtree "$p"; done
+    kill -TERM "$1" 2>/dev/null || true
+}
 cleanup() {
     local rc=$?
     trap - EXIT INT TERM HUP
+    if [ -n "$CHILD" ]; then
+        killtree "$CHILD"
+        wait "$CHILD" 2>/dev/null || true
+    fi
     if [ "${LXC_BOOT_KEEP:-0}" = 1 ] && [ -d "$CTDIR" ]; then
         info "LXC_BOOT_KEEP=1: container $NAME kept; remove with: lxc-stop -k -n $NAME; lxc-destroy -f -n $NAME"
         exit "$rc"
@@ -128,8 +139,11 @@ lxc-usernsexec -m "u:0:$MAP_UID:$MAP_RANGE" -m "g:0:$MAP_UID:$MAP_RANGE" -- \
     --xattrs --xattrs-include=user.* --xattrs-include=security.capability \
     --warning=no-file-ignored --warning=no-xattr-write \
     -C "$ROOTFS" --skip-old-files --anchored --exclude ./dev/* \
-    < "$ARTIFACT" 2> "$tar_err"
+    < "$ARTIFACT" 2> "$tar_err" &
+CHILD=$!
+wait "$CHILD"
 tar_rc=$?
+CHILD=""
 set -e
 totals=$(grep -E '^Total bytes read' "$tar_err" || true)
 errors=$(grep -vE '^Total bytes read' "$tar_err" || true)
@@ -196,13 +210,35 @@ in_ct() { lxc-attach -n "$NAME" --clear-env --set-var PATH=/usr/sbin:/usr/bin:/s
 t0=$(date +%s)
 state=""
 while :; do
-    state=$(timeout "$TIMEOUT" lxc-attach -n "$NAME" --clear-env --set-var PATH=/usr/sbin:/usr/bin:/sbin:/bin -- \
-            systemctl is-system-running --wait 2>/dev/null || true)
+    timeout "$TIMEOUT" lxc-attach -n "$NAME" --clear-env --set-var PATH=/usr/sbin:/usr/bin:/sbin:/bin -- \
+        systemctl is-system-running --wait > "$CTDIR/state" 2>/dev/null < /dev/null &
+    CHILD=$!
+    wait "$CHILD" || true
+    CHILD=""
+    state=$(cat "$CTDIR/state" 2>/dev/null || true)
     case "$state" in running|degraded|maintenance|stopping) break ;; esac
     [ $(( $(date +%s) - t0 )) -lt "$TIMEOUT" ] || break
     sleep 1
 done
 info "systemd reached '$state' after $(( $(date +%s) - t0 )) s"
+
+# "running" is reported as soon as the boot jobs are done; a unit that failed and waits for
+# its automatic restart (e.g. ssh.service without host keys) is still "activating" then and
+# only fails seconds later. Settle: wait (within the same time limit) until no unit is
+# activating/deactivating and no job is queued, then ask again.
+busy=""
+while :; do
+    busy=$(in_ct systemctl list-units --all --state=activating,deactivating --no-legend --plain 2>/dev/null \
+           | awk '{print $1}' | tr '\n' ' ' || true)
+    jobs=$(in_ct systemctl list-jobs --no-legend 2>/dev/null || true)
+    [ -n "$busy$jobs" ] || break
+    [ $(( $(date +%s) - t0 )) -lt "$TIMEOUT" ] || { info "units still busy after ${TIMEOUT} s: $busy"; break; }
+    sleep 1
+done
+case "$state" in
+    running|degraded) state=$(in_ct systemctl is-system-running 2>/dev/null || true) ;;
+esac
+info "settled: '$state' after $(( $(date +%s) - t0 )) s"
 
 # ---------------------------------------------------------------------------------------
 # 3. checks
@@ -259,6 +295,7 @@ if printf '%s' "$mid" | grep -Eqx '[0-9a-f]{32}'; then pass machine-id; else fai
 
 keys=$(in_ct sh -c 'for t in rsa ecdsa ed25519; do [ -s /etc/ssh/ssh_host_${t}_key ] && [ -s /etc/ssh/ssh_host_${t}_key.pub ] || echo "missing:$t"; done' 2>&1 || true)
 unit=$(in_ct systemctl is-active lxcforge-ssh-hostkeys.service 2>&1 || true)
+keys=$(printf '%s' "$keys" | tr '\n' ' ')
 if [ -z "$keys" ] && [ "$unit" = active ]; then pass ssh-hostkeys; else fail ssh-hostkeys "${keys:-keys ok} lxcforge-ssh-hostkeys.service=$unit"; fi
 
 pw=$(in_ct passwd -S root 2>&1 | awk '{print $2}' || true)

@@ -33,12 +33,18 @@ pub fn have_cmd(cmd: &str) -> bool {
 pub fn docker_ok() -> bool {
     require(
         "Docker Engine (docker info)",
-        Command::new("docker").arg("info").output().is_ok_and(|o| o.status.success()),
+        Command::new("docker")
+            .arg("info")
+            .output()
+            .is_ok_and(|o| o.status.success()),
     )
 }
 
 pub fn is_root() -> bool {
-    Command::new("id").arg("-u").output().is_ok_and(|o| o.stdout == b"0\n")
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|o| o.stdout == b"0\n")
 }
 
 pub fn bin() -> PathBuf {
@@ -56,7 +62,10 @@ pub struct Project {
 
 impl Project {
     pub fn new() -> Project {
-        let dir = tempfile::Builder::new().prefix("lxcforge-test-").tempdir().unwrap();
+        let dir = tempfile::Builder::new()
+            .prefix("lxcforge-test-")
+            .tempdir()
+            .unwrap();
         for d in ["images", "provision", "cleanup", "bases"] {
             std::fs::create_dir_all(dir.path().join(d)).unwrap();
         }
@@ -98,13 +107,18 @@ impl Project {
 
     pub fn cmd(&self, args: &[&str]) -> Command {
         let mut c = Command::new(bin());
-        c.arg("--root").arg(self.path()).args(args).env("CI", "true");
+        c.arg("--root")
+            .arg(self.path())
+            .args(args)
+            .env("CI", "true");
         c
     }
 }
 
 fn dir_is_empty(p: &Path) -> bool {
-    std::fs::read_dir(p).map(|mut d| d.next().is_none()).unwrap_or(true)
+    std::fs::read_dir(p)
+        .map(|mut d| d.next().is_none())
+        .unwrap_or(true)
 }
 
 pub fn stderr(o: &Output) -> String {
@@ -118,7 +132,8 @@ pub fn stdout(o: &Output) -> String {
 /// A tiny root filesystem: static busybox and the few files a shell needs. Built as a tar
 /// (uncompressed) so `docker import` takes it in well under a second.
 pub fn tiny_rootfs(dest: &Path) {
-    let busybox = std::fs::read("/bin/busybox").expect("static busybox at /bin/busybox (Debian: busybox-static)");
+    let busybox = std::fs::read("/bin/busybox")
+        .expect("static busybox at /bin/busybox (Debian: busybox-static)");
     let mut b = tar::Builder::new(std::fs::File::create(dest).unwrap());
     let dir = |b: &mut tar::Builder<std::fs::File>, p: &str, mode: u32| {
         let mut h = tar::Header::new_gnu();
@@ -128,7 +143,9 @@ pub fn tiny_rootfs(dest: &Path) {
         h.set_mtime(1_700_000_000);
         b.append_data(&mut h, p, std::io::empty()).unwrap();
     };
-    for d in ["bin", "etc", "tmp", "root", "usr", "usr/bin", "sbin", "var", "var/log"] {
+    for d in [
+        "bin", "etc", "tmp", "root", "usr", "usr/bin", "sbin", "var", "var/log",
+    ] {
         dir(&mut b, d, if d == "tmp" { 0o1777 } else { 0o755 });
     }
     let file = |b: &mut tar::Builder<std::fs::File>, p: &str, mode: u32, data: &[u8]| {
@@ -140,19 +157,31 @@ pub fn tiny_rootfs(dest: &Path) {
         b.append_data(&mut h, p, data).unwrap();
     };
     file(&mut b, "bin/busybox", 0o755, &busybox);
-    file(&mut b, "etc/passwd", 0o644, b"root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/:/bin/false\n");
+    file(
+        &mut b,
+        "etc/passwd",
+        0o644,
+        b"root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/:/bin/false\n",
+    );
     file(&mut b, "etc/group", 0o644, b"root:x:0:\nnogroup:x:65534:\n");
-    file(&mut b, "etc/os-release", 0o644, b"ID=busybox\nNAME=busybox\n");
+    file(
+        &mut b,
+        "etc/os-release",
+        0o644,
+        b"ID=busybox\nNAME=busybox\n",
+    );
     for applet in [
-        "sh", "sleep", "rm", "cat", "echo", "ls", "mkdir", "chmod", "chown", "ln", "touch", "printf", "head",
-        "tail", "seq", "mkfifo", "env", "true", "false", "test", "[", "dd", "kill", "id", "sync", "stat",
+        "sh", "sleep", "rm", "cat", "echo", "ls", "mkdir", "chmod", "chown", "ln", "touch",
+        "printf", "head", "tail", "seq", "mkfifo", "env", "true", "false", "test", "[", "dd",
+        "kill", "id", "sync", "stat",
     ] {
         let mut h = tar::Header::new_gnu();
         h.set_entry_type(tar::EntryType::Symlink);
         h.set_mode(0o777);
         h.set_size(0);
         h.set_mtime(1_700_000_000);
-        b.append_link(&mut h, format!("bin/{applet}"), "busybox").unwrap();
+        b.append_link(&mut h, format!("bin/{applet}"), "busybox")
+            .unwrap();
     }
     b.into_inner().unwrap();
 }
@@ -175,8 +204,17 @@ pub fn sha256_file(p: &Path) -> String {
 
 /// Member names of a (compressed) tar, as GNU tar lists them.
 pub fn tar_list(archive: &Path) -> Vec<String> {
-    let o = Command::new("tar").arg("-tf").arg(archive).output().unwrap();
-    assert!(o.status.success(), "tar -tf {}: {}", archive.display(), stderr(&o));
+    let o = Command::new("tar")
+        .arg("-tf")
+        .arg(archive)
+        .output()
+        .unwrap();
+    assert!(
+        o.status.success(),
+        "tar -tf {}: {}",
+        archive.display(),
+        stderr(&o)
+    );
     stdout(&o).lines().map(str::to_owned).collect()
 }
 
@@ -186,14 +224,24 @@ pub fn leaked_containers(build_label_value: Option<&str>) -> Vec<String> {
         Some(v) => format!("label=org.lxcforge.build={v}"),
         None => "label=org.lxcforge.build".to_owned(),
     };
-    let o = Command::new("docker").args(["ps", "-aq", "--filter", &filter]).output().unwrap();
+    let o = Command::new("docker")
+        .args(["ps", "-aq", "--filter", &filter])
+        .output()
+        .unwrap();
     stdout(&o).lines().map(str::to_owned).collect()
 }
 
 /// Containers whose name starts with lxcforge-<image>- (the build's naming scheme).
 pub fn containers_named(prefix: &str) -> Vec<String> {
     let o = Command::new("docker")
-        .args(["ps", "-a", "--format", "{{.Names}}", "--filter", &format!("name={prefix}")])
+        .args([
+            "ps",
+            "-a",
+            "--format",
+            "{{.Names}}",
+            "--filter",
+            &format!("name={prefix}"),
+        ])
         .output()
         .unwrap();
     stdout(&o).lines().map(str::to_owned).collect()
