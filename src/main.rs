@@ -9,7 +9,7 @@ use serde_json::json;
 
 use lxcforge::build::{self, BuildError, BuildOptions};
 use lxcforge::definition::{self, LoadOptions};
-use lxcforge::pack::Compression;
+use lxcforge::pack::{self, Compression};
 use lxcforge::ui::Ui;
 use lxcforge::version;
 
@@ -62,7 +62,8 @@ struct PackArgs {
     /// Compression of the artifact: gzip (.tar.gz) or zstd (.tar.zst, Proxmox ≥ 7.0).
     #[arg(long, value_enum, default_value_t = Compress::Gzip)]
     compress: Compress,
-    /// Compression level (gzip 1-12, zstd 1-19); default 6 for gzip, 3 for zstd.
+    /// Compression level (gzip 1-12, zstd 1-19); default 4 for gzip (libdeflate level 4 is as
+    /// small as `gzip -9` within 1% and keeps pace with the export), 3 for zstd.
     #[arg(long)]
     level: Option<i32>,
     /// Compression threads (default: all cores). The output bytes do not depend on it.
@@ -83,7 +84,7 @@ impl PackArgs {
     fn compression(&self) -> anyhow::Result<Compression> {
         Ok(match self.compress {
             Compress::Gzip => {
-                let level = self.level.unwrap_or(6);
+                let level = self.level.unwrap_or(pack::DEFAULT_GZIP_LEVEL as i32);
                 anyhow::ensure!(
                     (1..=12).contains(&level),
                     "--level {level}: gzip levels are 1 to 12"
