@@ -231,3 +231,32 @@ fn mtimes_are_clamped_and_root_is_fixed() {
     assert_eq!(find(&l, "./bin/rbash").unwrap().link, b"./bin/bash");
     assert_eq!(got.last().unwrap(), "./usr-x");
 }
+
+/// A `File` output that already holds bytes (e.g. a header written by the caller) gets the
+/// artifact after them, also when the spool path rewinds and rewrites it; the report counts the
+/// whole input stream.
+#[test]
+fn file_output_at_an_offset_and_input_byte_count() {
+    use std::io::Write;
+    let tmp = tempfile::tempdir().unwrap();
+    let canonical = tree();
+    let (reference, _) = pack_vec(&docker_tar(&canonical), &opts(tmp.path()));
+    let mut reversed = canonical.clone();
+    reversed.reverse();
+    for (label, entries) in [("canonical", &canonical), ("reversed", &reversed)] {
+        let mut input = docker_tar(entries);
+        input.extend_from_slice(&[0u8; 10 * 512]); // Docker pads the stream; it must be drained
+        let path = tmp.path().join(format!("prefixed-{label}"));
+        let mut f = std::fs::File::create(&path).unwrap();
+        f.write_all(b"PREFIX").unwrap();
+        let report = lxcforge::pack::pack(&input[..], f, &opts(tmp.path()), &|_| {}).expect("pack");
+        let got = std::fs::read(&path).unwrap();
+        assert_eq!(&got[..6], b"PREFIX", "{label}");
+        assert!(
+            got[6..] == reference[..],
+            "{label}: artifact after the prefix differs"
+        );
+        assert_eq!(report.sha256, sha256_hex(&reference), "{label}");
+        assert_eq!(report.input_bytes as usize, input.len(), "{label}");
+    }
+}

@@ -301,3 +301,39 @@ fn all_leftovers_together_are_each_named_in_the_report() {
     );
     extract(&gz);
 }
+
+/// The rules give the same output and the same report when the leftovers arrive out of order
+/// (spool path, including the replay of the part already streamed).
+#[test]
+fn leftovers_out_of_order_give_the_same_bytes_and_report() {
+    let mut e = vec![Entry::file(".dockerenv", b"", 0o755)];
+    e.extend(stream(vec![
+        Entry::dir("dev"),
+        Entry::file("dev/console", b"", 0o755),
+        Entry::new("dev/null", Node::Char(1, 3), 0o666),
+        Entry::dir("dev/shm"),
+        Entry::file("dev/shm/x", b"x", 0o600),
+        Entry::dir("etc"),
+        Entry::file("etc/hostname", b"", 0o755),
+        Entry::file("etc/hosts", b"", 0o755),
+        Entry::new("etc/null-link", Node::HardLink(b"dev/null".to_vec()), 0o666),
+        Entry::file("etc/resolv.conf", b"", 0o755),
+    ]));
+    let tmp = tempfile::tempdir().unwrap();
+    let (a, ra) = pack_vec(&docker_tar(&e), &opts(tmp.path()));
+    assert!(!ra.spooled);
+    assert_eq!(ra.dropped.len(), 8, "{:#?}", ra.dropped);
+    // move the middle to the end: the first part streams, then the rest spools
+    let mut late = e.clone();
+    let mid: Vec<Entry> = late.drain(3..7).collect();
+    late.extend(mid);
+    let mut reversed = e.clone();
+    reversed.reverse();
+    for (label, order) in [("late", late), ("reversed", reversed)] {
+        let (b, rb) = pack_vec(&docker_tar(&order), &opts(tmp.path()));
+        assert!(rb.spooled, "{label}");
+        assert_eq!(rb.dropped, ra.dropped, "{label}: report differs");
+        assert!(a == b, "{label}: bytes differ");
+        assert_eq!(rb.sha256, ra.sha256);
+    }
+}

@@ -18,7 +18,11 @@ fn tree() -> Vec<Entry> {
     let mut e = vec![
         Entry::dir("opt"),
         Entry::new("opt/a-link", Node::HardLink(f1.clone().into_bytes()), 0o755),
-        Entry::new("opt/a-sym", Node::Symlink(format!("/{f1}").into_bytes()), 0o777),
+        Entry::new(
+            "opt/a-sym",
+            Node::Symlink(format!("/{f1}").into_bytes()),
+            0o777,
+        ),
         xf,
         Entry::dir(&d1),
         Entry::file(&f1, b"long", 0o755),
@@ -39,7 +43,11 @@ fn tree() -> Vec<Entry> {
     // a hard link whose (anchor) target is long: GNU `K` record
     let g1 = format!("{d1}/{}", "g".repeat(140));
     e.insert(6, Entry::file(&g1, b"g", 0o644));
-    e.push(Entry::new("opt/zzz-hl", Node::HardLink(g1.into_bytes()), 0o644));
+    e.push(Entry::new(
+        "opt/zzz-hl",
+        Node::HardLink(g1.into_bytes()),
+        0o644,
+    ));
     e
 }
 
@@ -50,7 +58,12 @@ fn expected_names() -> Vec<Vec<u8>> {
 }
 
 fn run(cmd: &mut Command, stdin: &[u8]) -> Vec<u8> {
-    let mut child = cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    let mut child = cmd
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
     let mut i = child.stdin.take().unwrap();
     let data = stdin.to_vec();
     let t = std::thread::spawn(move || {
@@ -58,13 +71,25 @@ fn run(cmd: &mut Command, stdin: &[u8]) -> Vec<u8> {
     });
     let out = child.wait_with_output().unwrap();
     t.join().unwrap();
-    assert!(out.status.success(), "{cmd:?}: {}\n{}", out.status, String::from_utf8_lossy(&out.stderr));
-    assert!(out.stderr.is_empty(), "{cmd:?} stderr: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{cmd:?}: {}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        out.stderr.is_empty(),
+        "{cmd:?} stderr: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     out.stdout
 }
 
 fn lines(out: &[u8]) -> Vec<Vec<u8>> {
-    out.split(|&b| b == b'\n').filter(|l| !l.is_empty()).map(|l| l.to_vec()).collect()
+    out.split(|&b| b == b'\n')
+        .filter(|l| !l.is_empty())
+        .map(|l| l.to_vec())
+        .collect()
 }
 
 #[test]
@@ -80,14 +105,21 @@ fn own_listing_has_dot_slash_names_and_gnu_long_records() {
     let tmp = tempfile::tempdir().unwrap();
     let (gz, _) = pack_vec(&docker_tar(&tree()), &opts(tmp.path()));
     let tar = gunzip(&gz);
-    let types: Vec<u8> = tar.chunks(512).filter(|b| &b[..13] == b"././@LongLink").map(|b| b[156]).collect();
+    let types: Vec<u8> = tar
+        .chunks(512)
+        .filter(|b| &b[..13] == b"././@LongLink")
+        .map(|b| b[156])
+        .collect();
     assert_eq!(types.iter().filter(|&&t| t == b'L').count(), 5, "{types:?}");
     assert_eq!(types.iter().filter(|&&t| t == b'K').count(), 2, "{types:?}"); // symlink + hard link to g1
     let l = list(&tar);
     let sym = find(&l, "./opt/a-sym").unwrap();
     assert_eq!(sym.link.len(), 1 + 4 + 121 + 140);
     let link = l.iter().find(|m| m.ty == b'1').unwrap();
-    assert_eq!(link.link, b"./opt/a-link", "hard-link targets carry the ./ prefix too");
+    assert_eq!(
+        link.link, b"./opt/a-link",
+        "hard-link targets carry the ./ prefix too"
+    );
     assert!(link.name.len() > 256);
 }
 
@@ -98,7 +130,10 @@ fn gzip_output_passes_gzip_tar_and_python() {
     let want = expected_names();
 
     run(Command::new("gzip").arg("-t"), &gz);
-    let tar_names = lines(&run(Command::new("tar").args(["--quoting-style=literal", "-tzf", "-"]), &gz));
+    let tar_names = lines(&run(
+        Command::new("tar").args(["--quoting-style=literal", "-tzf", "-"]),
+        &gz,
+    ));
     assert_eq!(tar_names, want, "GNU tar's names differ");
 
     let path = tmp.path().join("t.tar.gz");
@@ -117,25 +152,48 @@ with tarfile.open(sys.argv[1], "r:gz") as t:
         out.append(n + b"\t" + kind.encode() + b"\t" + ",".join(x).encode())
 sys.stdout.buffer.write(b"\n".join(out) + b"\n")
 "#;
-    let out = run(Command::new("python3").arg("-c").arg(script).arg(&path), b"");
+    let out = run(
+        Command::new("python3").arg("-c").arg(script).arg(&path),
+        b"",
+    );
     let rows = lines(&out);
     assert_eq!(rows.len(), want.len());
-    let py_names: Vec<Vec<u8>> = rows.iter().map(|r| r.split(|&b| b == b'\t').next().unwrap().to_vec()).collect();
+    let py_names: Vec<Vec<u8>> = rows
+        .iter()
+        .map(|r| r.split(|&b| b == b'\t').next().unwrap().to_vec())
+        .collect();
     // Python strips the trailing `/` of directory names (and keeps `./` for the root as ".")
     let norm = |n: &Vec<u8>| {
         let mut n = n.clone();
         while n.len() > 1 && n.ends_with(b"/") {
             n.pop();
         }
-        if n == b"./" || n == b"." { b".".to_vec() } else { n }
+        if n == b"./" || n == b"." {
+            b".".to_vec()
+        } else {
+            n
+        }
     };
-    assert_eq!(py_names.iter().map(norm).collect::<Vec<_>>(), want.iter().map(norm).collect::<Vec<_>>());
+    assert_eq!(
+        py_names.iter().map(norm).collect::<Vec<_>>(),
+        want.iter().map(norm).collect::<Vec<_>>()
+    );
     let row = |p: &str| {
-        String::from_utf8_lossy(rows.iter().find(|r| r.starts_with(format!("{p}\t").as_bytes())).unwrap()).into_owned()
+        String::from_utf8_lossy(
+            rows.iter()
+                .find(|r| r.starts_with(format!("{p}\t").as_bytes()))
+                .unwrap(),
+        )
+        .into_owned()
     };
     assert_eq!(row("./opt/café"), "./opt/café\tf\tSCHILY.xattr.user.k");
     assert_eq!(row("./opt/fifo"), "./opt/fifo\tp\t");
-    assert!(rows.iter().filter(|r| r.contains(&b'\t') && r.split(|&b| b == b'\t').nth(1) == Some(b"l")).count() == 2);
+    assert!(
+        rows.iter()
+            .filter(|r| r.contains(&b'\t') && r.split(|&b| b == b'\t').nth(1) == Some(b"l"))
+            .count()
+            == 2
+    );
 }
 
 #[test]
@@ -147,7 +205,10 @@ fn zstd_output_passes_zstd_and_tar() {
     assert_eq!(&zst[..4], &[0x28, 0xb5, 0x2f, 0xfd], "zstd magic");
     assert_eq!(o.compression.extension(), "tar.zst");
     run(Command::new("zstd").args(["-t", "-q"]), &zst);
-    let names = lines(&run(Command::new("tar").args(["--quoting-style=literal", "--zstd", "-tf", "-"]), &zst));
+    let names = lines(&run(
+        Command::new("tar").args(["--quoting-style=literal", "--zstd", "-tf", "-"]),
+        &zst,
+    ));
     assert_eq!(names, expected_names());
     // same tar inside as the gzip artifact
     let (_, gz_report) = pack_vec(&docker_tar(&tree()), &opts(tmp.path()));

@@ -308,6 +308,11 @@ fn check(want: &BTreeMap<Vec<u8>, Want>, root: &std::path::Path) {
 }
 
 fn roundtrip(nodes: &[GenNode], zstd: bool) {
+    roundtrip_shuffled(nodes, zstd, &[]);
+}
+
+/// `shuffle`: keys giving another stream order; the output must not change.
+fn roundtrip_shuffled(nodes: &[GenNode], zstd: bool, shuffle: &[u64]) {
     let (entries, want) = build(nodes);
     let tmp = tempfile::tempdir().unwrap();
     let mut o = opts(tmp.path());
@@ -328,6 +333,26 @@ fn roundtrip(nodes: &[GenNode], zstd: bool) {
     let err = extract_like_proxmox(&art, &o.compression, &root);
     assert_eq!(err, "", "GNU tar wrote errors");
     check(&want, &root);
+    if entries.len() > 1 && !shuffle.is_empty() {
+        // the same members in another order (links may now precede their targets) go through
+        // the spool and must give the same bytes
+        let mut keyed: Vec<(u64, Entry)> = entries
+            .iter()
+            .cloned()
+            .enumerate()
+            .map(|(i, e)| (shuffle[i % shuffle.len()] ^ i as u64, e))
+            .collect();
+        keyed.sort_by_key(|(k, _)| *k);
+        let other: Vec<Entry> = keyed.into_iter().map(|(_, e)| e).collect();
+        let (art2, report2) = pack_vec(&docker_tar(&other), &o);
+        assert!(
+            art2 == art,
+            "stream order changed the output (spooled: {})",
+            report2.spooled
+        );
+        assert_eq!(report2.dropped, report.dropped);
+        assert_eq!(report2.members, report.members);
+    }
     let meta = std::fs::metadata(&root).unwrap();
     assert_eq!(
         (mode_of(&meta), meta.uid(), meta.gid()),
@@ -343,8 +368,9 @@ proptest! {
     fn generated_trees_round_trip_through_gnu_tar(
         nodes in prop::collection::vec(node_strategy(), 1..40),
         zstd in prop::bool::weighted(0.25),
+        shuffle in prop::collection::vec(any::<u64>(), 1..8),
     ) {
-        roundtrip(&nodes, zstd);
+        roundtrip_shuffled(&nodes, zstd, &shuffle);
     }
 }
 
@@ -535,4 +561,190 @@ fn device_nodes_are_dropped_and_the_rest_round_trips() {
         .collect();
     // Proxmox's `--exclude ./dev/*` skips everything below dev/
     assert_eq!(got, ["dev", "opt", "opt/x"]);
+}
+
+/// POSIX ACLs given as GNU tar/star `SCHILY.acl.*` records are carried and restored by `--acls`.
+#[test]
+fn posix_acls_are_carried() {
+    let mut f = Entry::file("srv/shared", b"acl", 0o750);
+    f.pax_extra = vec![(
+        b"SCHILY.acl.access".to_vec(),
+        b"user::rwx,user:1000:r-x,group::r-x,mask::r-x,other::---".to_vec(),
+    )];
+    let mut d = Entry::new("srv", Node::Dir, 0o770);
+    d.pax_extra = vec![
+        (
+            b"SCHILY.acl.access".to_vec(),
+            b"user::rwx,group::rwx,group:1000:rwx,mask::rwx,other::---".to_vec(),
+        ),
+        (
+            b"SCHILY.acl.default".to_vec(),
+            b"user::rwx,group::rwx,group:1000:rwx,mask::rwx,other::---".to_vec(),
+        ),
+    ];
+    let tmp = tempfile::tempdir().unwrap();
+    let (art, _) = pack_vec(&docker_tar(&[d, f]), &opts(tmp.path()));
+    let l = list(&gunzip(&art));
+    let keys = |n: &str| {
+        find(&l, n)
+            .unwrap()
+            .pax
+            .iter()
+            .map(|(k, _)| String::from_utf8_lossy(k).into_owned())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(keys("./srv/"), ["SCHILY.acl.access", "SCHILY.acl.default"]);
+    assert_eq!(keys("./srv/shared"), ["SCHILY.acl.access"]);
+    let root = tmp.path().join("root");
+    std::fs::create_dir(&root).unwrap();
+    assert_eq!(
+        extract_like_proxmox(&art, &Compression::Gzip { level: 6 }, &root),
+        ""
+    );
+    // the kernel's binary ACL xattrs exist (more than the mode bits can express)
+    let acl = xattr::get(root.join("srv/shared"), "system.posix_acl_access")
+        .unwrap()
+        .expect("access ACL");
+    // header (4) + 5 entries of 8 bytes: user::, user:1000, group::, mask::, other::
+    assert_eq!(acl.len(), 4 + 5 * 8, "{acl:02x?}");
+    assert!(
+        xattr::get(root.join("srv"), "system.posix_acl_default")
+            .unwrap()
+            .is_some(),
+        "default ACL"
+    );
+}
+
+/// Owner ids beyond the unprivileged map are kept (base-256 when they do not fit in octal),
+/// restored by GNU tar as root, and reported as warnings.
+#[test]
+fn large_owner_ids_are_kept_and_reported() {
+    let mut a = Entry::file("a", b"a", 0o644);
+    a.uid = 70_000;
+    let mut b = Entry::file("b", b"b", 0o644);
+    b.uid = 3_000_000; // > 0o7777777: GNU base-256
+    b.gid = 65_535;
+    let c = Entry::file("c", b"c", 0o644);
+    let tmp = tempfile::tempdir().unwrap();
+    let (art, report) = pack_vec(&docker_tar(&[a, b, c]), &opts(tmp.path()));
+    assert_eq!(report.warnings.len(), 2, "{:?}", report.warnings);
+    assert!(
+        report.warnings[0].starts_with("./a is owned by 70000:0"),
+        "{:?}",
+        report.warnings
+    );
+    assert!(
+        report.warnings[1].starts_with("./b is owned by 3000000:65535"),
+        "{:?}",
+        report.warnings
+    );
+    let l = list(&gunzip(&art));
+    assert_eq!(find(&l, "./b").unwrap().uid, 3_000_000);
+    let root = tmp.path().join("root");
+    std::fs::create_dir(&root).unwrap();
+    assert_eq!(
+        extract_like_proxmox(&art, &Compression::Gzip { level: 6 }, &root),
+        ""
+    );
+    assert_eq!(std::fs::metadata(root.join("a")).unwrap().uid(), 70_000);
+    let m = std::fs::metadata(root.join("b")).unwrap();
+    assert_eq!((m.uid(), m.gid()), (3_000_000, 65_535));
+}
+
+/// Input written by GNU tar itself (PAX format with atime/ctime and fractional mtimes, `./`
+/// names, readdir order, so the spool path) round-trips to an identical tree.
+#[test]
+fn gnu_tar_created_input_round_trips() {
+    use std::os::unix::ffi::OsStrExt;
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("src");
+    let script = r#"
+import os, sys
+r = sys.argv[1]
+os.makedirs(os.path.join(r, "usr/bin"))
+os.makedirs(os.fsdecode(os.path.join(r.encode(), b"odd-\xff\n name/" + b"x" * 150)))
+for i in range(30):
+    p = os.path.join(r, "usr/bin", "f%02d" % ((i * 7) % 30))
+    open(p, "wb").write(os.urandom(i * 100))
+    os.chown(p, i * 1000, 65535 - i)
+    os.chmod(p, [0o755, 0o4755, 0o2711, 0o600][i % 4])
+os.link(os.path.join(r, "usr/bin/f03"), os.path.join(r, "usr/bin/hl"))
+os.link(os.path.join(r, "usr/bin/f03"), os.path.join(r, "zz-hl"))
+os.symlink("x" * 300, os.path.join(r, "usr/long-sym"))
+os.mkfifo(os.path.join(r, "usr/fifo"))
+os.setxattr(os.path.join(r, "usr/bin/f07"), "security.capability", bytes.fromhex("0100000200200000000000000000000000000000"))
+os.setxattr(os.path.join(r, "usr/bin/f08"), "user.k", b"v\n=\x00")
+os.chmod(os.path.join(r, "usr"), 0o1775)
+os.utime(os.path.join(r, "usr/bin/f01"), (1, EPOCH_PLUS))
+"#
+    .replace("EPOCH_PLUS", &(EPOCH + 999).to_string());
+    let st = std::process::Command::new("python3")
+        .arg("-c")
+        .arg(&script)
+        .arg(&src)
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let out = std::process::Command::new("tar")
+        .args([
+            "--xattrs",
+            "--xattrs-include=*",
+            "--format=posix",
+            "-cf",
+            "-",
+            "-C",
+        ])
+        .arg(&src)
+        .arg(".")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let (art, report) = pack_vec(&out.stdout, &opts(tmp.path()));
+    assert!(
+        report.dropped.is_empty() && report.warnings.is_empty(),
+        "{report:?}"
+    );
+    let dst = tmp.path().join("dst");
+    std::fs::create_dir(&dst).unwrap();
+    assert_eq!(
+        extract_like_proxmox(&art, &Compression::Gzip { level: 6 }, &dst),
+        ""
+    );
+    let (a, b) = (scan(&src), scan(&dst));
+    assert_eq!(a.keys().collect::<Vec<_>>(), b.keys().collect::<Vec<_>>());
+    assert!(a.len() > 35);
+    for (k, fa) in &a {
+        let fb = &b[k];
+        let p = String::from_utf8_lossy(k);
+        assert_eq!(file_kind(&fa.meta), file_kind(&fb.meta), "{p}");
+        assert_eq!(
+            (fa.meta.uid(), fa.meta.gid()),
+            (fb.meta.uid(), fb.meta.gid()),
+            "{p}"
+        );
+        assert_eq!(
+            (fa.link.as_ref(), fa.data.as_ref()),
+            (fb.link.as_ref(), fb.data.as_ref()),
+            "{p}"
+        );
+        assert_eq!(fa.xattrs, fb.xattrs, "{p}");
+        assert_eq!(fa.meta.nlink(), fb.meta.nlink(), "{p}");
+        if file_kind(&fa.meta) != "symlink" {
+            assert_eq!(mode_of(&fa.meta), mode_of(&fb.meta), "{p}");
+            let want = (fa.meta.mtime() as u64).min(EPOCH);
+            if file_kind(&fa.meta) != "dir" {
+                assert_eq!(fb.meta.mtime() as u64, want, "{p}");
+            }
+        }
+    }
+    assert_eq!(
+        b[b"usr/bin/hl".as_slice()].meta.ino(),
+        b[b"zz-hl".as_slice()].meta.ino()
+    );
+    let f01 = &b[std::path::Path::new("usr/bin/f01").as_os_str().as_bytes()];
+    assert_eq!(f01.meta.mtime() as u64, EPOCH, "future mtime not clamped");
 }

@@ -12,7 +12,9 @@ use std::process::{Command, Stdio};
 
 use pack_common::*;
 
-const CAP_NET_RAW_EP: [u8; 20] = [1, 0, 0, 2, 0, 0x20, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0];
+const CAP_NET_RAW_EP: [u8; 20] = [
+    1, 0, 0, 2, 0, 0x20, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+];
 const MAP: &str = "root:100000:65536";
 
 fn which(cmd: &str) -> bool {
@@ -34,8 +36,16 @@ fn prerequisites() -> bool {
     for f in ["/etc/subuid", "/etc/subgid"] {
         let cur = std::fs::read_to_string(f).unwrap_or_default();
         if !cur.lines().any(|l| l.trim() == MAP) {
-            let mut h = std::fs::OpenOptions::new().create(true).append(true).open(f).unwrap();
-            let sep = if cur.is_empty() || cur.ends_with('\n') { "" } else { "\n" };
+            let mut h = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(f)
+                .unwrap();
+            let sep = if cur.is_empty() || cur.ends_with('\n') {
+                ""
+            } else {
+                "\n"
+            };
             writeln!(h, "{sep}{MAP}").unwrap();
         }
     }
@@ -46,9 +56,28 @@ fn prerequisites() -> bool {
 fn extract_unprivileged(artifact: &[u8], root: &Path) -> (std::process::ExitStatus, String) {
     let mut child = Command::new("lxc-usernsexec")
         .args(["-m", "u:0:100000:65536", "-m", "g:0:100000:65536", "--"])
-        .args(["tar", "xpf", "-", "-z", "--totals", "--one-file-system", "-p", "--sparse", "--numeric-owner", "--acls"])
-        .args(["--xattrs", "--xattrs-include=user.*", "--xattrs-include=security.capability"])
-        .args(["--warning=no-file-ignored", "--warning=no-xattr-write", "-C"])
+        .args([
+            "tar",
+            "xpf",
+            "-",
+            "-z",
+            "--totals",
+            "--one-file-system",
+            "-p",
+            "--sparse",
+            "--numeric-owner",
+            "--acls",
+        ])
+        .args([
+            "--xattrs",
+            "--xattrs-include=user.*",
+            "--xattrs-include=security.capability",
+        ])
+        .args([
+            "--warning=no-file-ignored",
+            "--warning=no-xattr-write",
+            "-C",
+        ])
         .arg(root)
         .args(["--skip-old-files", "--anchored", "--exclude", "./dev/*"])
         .stdin(Stdio::piped())
@@ -63,7 +92,10 @@ fn extract_unprivileged(artifact: &[u8], root: &Path) -> (std::process::ExitStat
     });
     let out = child.wait_with_output().unwrap();
     feeder.join().unwrap();
-    (out.status, String::from_utf8_lossy(&out.stderr).into_owned())
+    (
+        out.status,
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
 }
 
 fn container_root(tmp: &Path) -> std::path::PathBuf {
@@ -91,7 +123,10 @@ fn tree() -> Vec<Entry> {
     dotfile.gid = 1000;
     let mut mail = Entry::new("var/mail", Node::Dir, 0o2775);
     mail.gid = 8;
-    let long = format!("usr/share/{}", "very-long-directory-name/".repeat(5).trim_end_matches('/'));
+    let long = format!(
+        "usr/share/{}",
+        "very-long-directory-name/".repeat(5).trim_end_matches('/')
+    );
     let mut nobody = Entry::file("usr/share/nobody", b"n", 0o640);
     nobody.uid = 65534;
     nobody.gid = 65534;
@@ -127,16 +162,28 @@ fn tree() -> Vec<Entry> {
         nobody,
         Entry::dir("usr/share/very-long-directory-name"),
         Entry::dir("usr/share/very-long-directory-name/very-long-directory-name"),
-        Entry::dir("usr/share/very-long-directory-name/very-long-directory-name/very-long-directory-name"),
-        Entry::dir("usr/share/very-long-directory-name/very-long-directory-name/very-long-directory-name/very-long-directory-name"),
+        Entry::dir(
+            "usr/share/very-long-directory-name/very-long-directory-name/very-long-directory-name",
+        ),
+        Entry::dir(
+            "usr/share/very-long-directory-name/very-long-directory-name/very-long-directory-name/very-long-directory-name",
+        ),
         Entry::dir(&long),
         Entry::file(&format!("{long}/file"), b"deep", 0o644),
         Entry::dir("var"),
         mail,
     ];
     // Docker's order (lexical depth-first walk), so the packer streams it straight through
-    let key = |e: &Entry| e.path.split(|&b| b == b'/').map(|c| c.to_vec()).collect::<Vec<_>>();
-    assert!(e.windows(2).all(|w| key(&w[0]) < key(&w[1])), "tree() not in Docker's order");
+    let key = |e: &Entry| {
+        e.path
+            .split(|&b| b == b'/')
+            .map(|c| c.to_vec())
+            .collect::<Vec<_>>()
+    };
+    assert!(
+        e.windows(2).all(|w| key(&w[0]) < key(&w[1])),
+        "tree() not in Docker's order"
+    );
     e
 }
 
@@ -150,19 +197,41 @@ fn unprivileged_proxmox_extraction_succeeds_with_shifted_owners() {
     assert!(!report.spooled);
     let root = container_root(tmp.path());
     let (status, stderr) = extract_unprivileged(&gz, &root);
-    let noise: Vec<&str> = stderr.lines().filter(|l| !l.starts_with("Total bytes read")).collect();
-    assert!(status.success(), "tar under lxc-usernsexec failed ({status}):\n{stderr}");
+    let noise: Vec<&str> = stderr
+        .lines()
+        .filter(|l| !l.starts_with("Total bytes read"))
+        .collect();
+    assert!(
+        status.success(),
+        "tar under lxc-usernsexec failed ({status}):\n{stderr}"
+    );
     assert!(noise.is_empty(), "unexpected stderr:\n{stderr}");
-    assert!(stderr.contains("Total bytes read"), "--totals line missing: {stderr}");
+    assert!(
+        stderr.contains("Total bytes read"),
+        "--totals line missing: {stderr}"
+    );
 
     let found = scan(&root);
-    let get = |p: &str| found.get(p.as_bytes()).unwrap_or_else(|| panic!("{p} missing"));
+    let get = |p: &str| {
+        found
+            .get(p.as_bytes())
+            .unwrap_or_else(|| panic!("{p} missing"))
+    };
     let owner = |p: &str| (get(p).meta.uid(), get(p).meta.gid());
     let mode = |p: &str| mode_of(&get(p).meta);
 
     let root_meta = std::fs::metadata(&root).unwrap();
-    assert_eq!((root_meta.uid(), root_meta.gid(), mode_of(&root_meta)), (100000, 100000, 0o755));
-    for (p, m) in [("bin/bash", 0o755), ("bin/su", 0o4755), ("bin/ping", 0o755), ("tmp", 0o1777), ("etc/hosts", 0o644)] {
+    assert_eq!(
+        (root_meta.uid(), root_meta.gid(), mode_of(&root_meta)),
+        (100000, 100000, 0o755)
+    );
+    for (p, m) in [
+        ("bin/bash", 0o755),
+        ("bin/su", 0o4755),
+        ("bin/ping", 0o755),
+        ("tmp", 0o1777),
+        ("etc/hosts", 0o644),
+    ] {
         assert_eq!(owner(p), (100000, 100000), "{p}");
         assert_eq!(mode(p), m, "{p}");
     }
@@ -175,24 +244,57 @@ fn unprivileged_proxmox_extraction_succeeds_with_shifted_owners() {
     assert_eq!(mode("var/mail"), 0o2775);
     assert_eq!(file_kind(&get("run/initctl").meta), "fifo");
     assert_eq!(get("bin/sh").link.as_deref(), Some(b"bash".as_slice()));
-    assert_eq!(get("bin/rbash").meta.ino(), get("bin/bash").meta.ino(), "hard link became a copy");
-    let long = format!("usr/share/{}/file", "very-long-directory-name/".repeat(5).trim_end_matches('/'));
+    assert_eq!(
+        get("bin/rbash").meta.ino(),
+        get("bin/bash").meta.ino(),
+        "hard link became a copy"
+    );
+    let long = format!(
+        "usr/share/{}/file",
+        "very-long-directory-name/".repeat(5).trim_end_matches('/')
+    );
     assert_eq!(get(&long).data.as_deref(), Some(b"deep".as_slice()));
-    assert_eq!(get("bin/su").xattrs.get("user.origin").map(|v| v.as_slice()), Some(b"shadow".as_slice()));
-    assert_eq!(get("etc/hosts").data.as_deref().map(|d| d.starts_with(b"127.0.0.1\tlocalhost")), Some(true));
+    assert_eq!(
+        get("bin/su")
+            .xattrs
+            .get("user.origin")
+            .map(|v| v.as_slice()),
+        Some(b"shadow".as_slice())
+    );
+    assert_eq!(
+        get("etc/hosts")
+            .data
+            .as_deref()
+            .map(|d| d.starts_with(b"127.0.0.1\tlocalhost")),
+        Some(true)
+    );
     assert!(!found.contains_key(b".dockerenv".as_slice()));
     assert!(!found.contains_key(b"lib/loop0".as_slice()));
 
     // The capability: written from inside the user namespace, the kernel stores it as a v3
     // capability bound to the namespace's root (uid 100000), which `getxattr` from the host
     // shows as v3 with rootid 100000; the permitted/effective bits must be cap_net_raw+ep.
-    let cap = get("bin/ping").xattrs.get("security.capability").expect("capability lost");
-    assert!(cap.len() == 20 || cap.len() == 24, "capability blob {cap:02x?}");
+    let cap = get("bin/ping")
+        .xattrs
+        .get("security.capability")
+        .expect("capability lost");
+    assert!(
+        cap.len() == 20 || cap.len() == 24,
+        "capability blob {cap:02x?}"
+    );
     assert_eq!(cap[0] & 1, 1, "effective flag lost: {cap:02x?}");
-    assert_eq!(&cap[4..8], &[0, 0x20, 0, 0], "permitted set is not cap_net_raw: {cap:02x?}");
+    assert_eq!(
+        &cap[4..8],
+        &[0, 0x20, 0, 0],
+        "permitted set is not cap_net_raw: {cap:02x?}"
+    );
     if cap.len() == 24 {
         assert_eq!(&cap[..4], &[1, 0, 0, 3]);
-        assert_eq!(u32::from_le_bytes(cap[20..24].try_into().unwrap()), 100000, "rootid");
+        assert_eq!(
+            u32::from_le_bytes(cap[20..24].try_into().unwrap()),
+            100000,
+            "rootid"
+        );
     }
 
     // dev/ exists (Proxmox skips everything below it), nothing below it was created
@@ -218,5 +320,8 @@ fn raw_docker_stream_fails_the_same_extraction() {
     let root = container_root(tmp.path());
     let (status, stderr) = extract_unprivileged(&gz, &root);
     assert!(!status.success(), "raw stream extracted cleanly:\n{stderr}");
-    assert!(stderr.contains("dev/null") || stderr.contains("mknod") || stderr.contains("Cannot"), "{stderr}");
+    assert!(
+        stderr.contains("dev/null") || stderr.contains("mknod") || stderr.contains("Cannot"),
+        "{stderr}"
+    );
 }

@@ -36,6 +36,8 @@ pub struct Entry {
     pub mtime: u64,
     /// xattr name (e.g. `user.foo`) → value
     pub xattrs: Vec<(String, Vec<u8>)>,
+    /// Further PAX records written as they are (e.g. `SCHILY.acl.access`).
+    pub pax_extra: Vec<(Vec<u8>, Vec<u8>)>,
 }
 
 impl Entry {
@@ -51,6 +53,7 @@ impl Entry {
             gid: 0,
             mtime: EPOCH - 1000,
             xattrs: vec![],
+            pax_extra: vec![],
         }
     }
     pub fn dir(path: &str) -> Entry {
@@ -80,7 +83,7 @@ pub fn pax_records(recs: &[(Vec<u8>, Vec<u8>)]) -> Vec<u8> {
 }
 
 fn pad(out: &mut Vec<u8>) {
-    while out.len() % 512 != 0 {
+    while !out.len().is_multiple_of(512) {
         out.push(0);
     }
 }
@@ -155,6 +158,7 @@ pub fn append_docker(out: &mut Vec<u8>, e: &Entry) {
     for (k, v) in &e.xattrs {
         pax.push((format!("SCHILY.xattr.{k}").into_bytes(), v.clone()));
     }
+    pax.extend(e.pax_extra.iter().cloned());
     h.set_entry_type(ty);
     h.set_mode(typebits | e.mode);
     h.set_uid(e.uid);
