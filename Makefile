@@ -13,7 +13,7 @@ LXCFORGE_FLAGS ?=
 LXCFORGE := target/release/lxcforge
 SOURCES := Cargo.toml $(wildcard Cargo.lock) $(shell find src -name '*.rs' 2>/dev/null)
 
-.PHONY: all image.build-next image.build images deps.build deps.test test test.unit lint completions clean.artifacts
+.PHONY: fuzz all image.build-next image.build images deps.build deps.test test test.unit lint completions clean.artifacts
 
 all: $(LXCFORGE)
 
@@ -61,3 +61,7 @@ lint:
 
 completions: $(LXCFORGE)
 	$(LXCFORGE) completions bash > target/lxcforge.bash
+
+# Bounded fuzzing of the tar reader/normalizer, the validator and the definition parser.
+fuzz:
+	sh scripts/fuzz.sh $(or $(FUZZ_SECONDS),60)

@@ -41,7 +41,7 @@ python3
 "
 case "$ID" in
     debian) PACKAGES="$PACKAGES ifupdown isc-dhcp-client" ;;
-    ubuntu) PACKAGES="$PACKAGES" ;;
+    ubuntu) ;;   # systemd-networkd is part of the systemd package
 esac
 PACKAGES="$PACKAGES ${EXTRA_PACKAGES:-}"
 

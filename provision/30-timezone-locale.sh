@@ -49,9 +49,9 @@ else
     LANG_VALUE=C.UTF-8
 fi
 
-# /etc/default/locale is what pam_env and Debian's tools read; systemd (localed,
-# systemd-firstboot, PID 1's own environment) reads /etc/locale.conf. Keep them identical.
+# /etc/default/locale is read by pam_env (ssh/console logins) and, through Debian's and
+# Ubuntu's systemd patch, by PID 1 and localed when /etc/locale.conf is absent. No
+# /etc/locale.conf is written: it would take precedence and drift from update-locale.
 update-locale --reset LANG="$LANG_VALUE"
-printf 'LANG=%s\n' "$LANG_VALUE" > /etc/locale.conf
-chmod 0644 /etc/default/locale /etc/locale.conf
+chmod 0644 /etc/default/locale
 echo "locale: LANG=$LANG_VALUE ($(locale -a | tr '\n' ' '))"

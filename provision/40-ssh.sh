@@ -70,6 +70,15 @@ EOF
 chmod 0644 /etc/systemd/system/lxcforge-ssh-hostkeys.service
 systemctl enable lxcforge-ssh-hostkeys.service
 
+# sshd's privilege-separation directory, made at every boot. With socket activation
+# (Ubuntu) /run/sshd only appears with the first connection, and until then `sshd -t` /
+# `sshd -T` — what an operator or Ansible's sshd_config validation runs — fail with
+# "Missing privilege separation directory: /run/sshd".
+install -d -m 0755 /etc/tmpfiles.d
+printf '# lxcforge: sshd privilege separation dir, also before the first (socket-activated) connection\nd /run/sshd 0755 root root -\n' \
+    > /etc/tmpfiles.d/lxcforge-sshd.conf
+chmod 0644 /etc/tmpfiles.d/lxcforge-sshd.conf
+
 # --- enable sshd --------------------------------------------------------------------------
 unit_exists() { [ -e "/lib/systemd/system/$1" ] || [ -e "/usr/lib/systemd/system/$1" ] || [ -e "/etc/systemd/system/$1" ]; }
 if [ "$ID" = ubuntu ] && unit_exists ssh.socket; then
