@@ -144,8 +144,43 @@ pub struct Manifest {
     pub source_date_epoch: u64,
     pub built_at: String,
     pub packages: Vec<Package>,
+    pub validation: Validation,
     /// Seconds spent in each stage, in order.
     pub timings: BTreeMap<String, f64>,
+}
+
+/// The validator's verdict on the artifact (`lxcforge validate` gives the full report).
+#[derive(Debug, Clone, Serialize)]
+pub struct Validation {
+    pub passed: bool,
+    pub pve_version: String,
+    pub pass: usize,
+    pub warn: usize,
+    pub fail: usize,
+    /// `check: member: message` for every WARN and FAIL.
+    pub findings: Vec<String>,
+}
+
+impl Validation {
+    pub fn from_report(r: &crate::validate::Report) -> Validation {
+        let (pass, warn, fail) = r.counts();
+        Validation {
+            passed: r.passed(),
+            pve_version: r.pve_version.clone(),
+            pass,
+            warn,
+            fail,
+            findings: r
+                .checks
+                .iter()
+                .filter(|c| c.status != crate::validate::Status::Pass)
+                .map(|c| match &c.member {
+                    Some(m) => format!("{} {}: {m}: {}", c.status.label(), c.id, c.message),
+                    None => format!("{} {}: {}", c.status.label(), c.id, c.message),
+                })
+                .collect(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize)]

@@ -6,7 +6,8 @@
 //! 4. `scripts`   — copy scripts in, run provision then cleanup, stop at the first failure;
 //! 5. `inventory` — the package list, for the manifest;
 //! 6. `export`    — stream the container's filesystem through the packer into staging;
-//! 7. `publish`   — write the sidecar and manifest, link all three into place.
+//! 7. `validate`  — check the staged template against what `pct create` will do;
+//! 8. `publish`   — write the sidecar and manifest, link all three into place.
 //!
 //! Whatever a stage creates is registered in `Cleanup` first; `run` removes it on every exit
 //! path: success, failure, Ctrl-C (exit 130) and SIGTERM (exit 143).
@@ -258,7 +259,32 @@ async fn pipeline(
     ));
     lap("export", &mut timings);
 
-    // 7. publish
+    // 7. validate: never publish a template that `pct create` would refuse.
+    ui.stage("validate", "checking the template against what pct create does");
+    let staged = staging.path(&file_name);
+    let checked = tokio::task::spawn_blocking(move || {
+        crate::validate::validate_file(&staged, &crate::validate::ValidateOptions::default())
+    })
+    .await
+    .context("the validator thread died")?
+    .context("cannot read the packed template back")?;
+    let validation = artifact::Validation::from_report(&checked);
+    for f in &validation.findings {
+        ui.info(f);
+    }
+    if !checked.passed() {
+        anyhow::bail!(
+            "the template failed validation, so it was not published:\n{}  fix: correct the provision/cleanup scripts; `lxcforge validate <file>` explains each check",
+            checked.render_table()
+        );
+    }
+    ui.info(format!(
+        "{} checks passed, {} warnings (Proxmox VE {})",
+        validation.pass, validation.warn, validation.pve_version
+    ));
+    lap("validate", &mut timings);
+
+    // 8. publish
     let manifest = Manifest {
         schema: 1,
         tool: ToolInfo::default(),
@@ -291,6 +317,7 @@ async fn pipeline(
         source_date_epoch: provenance.source_date_epoch,
         built_at: humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string(),
         packages,
+        validation,
         timings: timings.clone(),
     };
     let sha_name = format!("{file_name}.sha256");

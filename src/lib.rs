@@ -11,4 +11,5 @@ pub mod export;
 pub mod fetch;
 pub mod pack;
 pub mod ui;
+pub mod validate;
 pub mod version;

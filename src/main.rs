@@ -11,6 +11,7 @@ use lxcforge::build::{self, BuildError, BuildOptions};
 use lxcforge::definition::{self, LoadOptions};
 use lxcforge::pack::{self, Compression};
 use lxcforge::ui::Ui;
+use lxcforge::validate;
 use lxcforge::version;
 
 /// Build golden LXC templates for Proxmox VE through the Docker Engine API.
@@ -41,6 +42,17 @@ enum Command {
     Build(BuildArgs),
     /// Pack an existing container's filesystem into a template (as `build` does).
     Export(ExportArgs),
+    /// Check a template against what `pct create` will do (any template, not only ours).
+    ///
+    /// One streaming read, nothing extracted. Exit 0: all checks passed (warnings allowed);
+    /// 1: a check failed; 2: the file could not be read.
+    Validate {
+        /// The template: .tar.gz, .tar.zst, .tar.xz or .tar.
+        file: PathBuf,
+        /// Target Proxmox VE release, e.g. 8.2 (default: the newest known).
+        #[arg(long, value_name = "X.Y")]
+        pve_version: Option<String>,
+    },
     /// Print the next free version number of an image.
     NextVersion {
         /// Definition name (images/<NAME>.toml) or path.
@@ -168,8 +180,16 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         Err(e) => {
-            let (msg, code) = match e.downcast_ref::<BuildError>() {
-                Some(BuildError::Interrupted { exit_code, .. }) => (e.to_string(), *exit_code),
+            if let Some(exit) = e.downcast_ref::<Exit>()
+                && exit.quiet
+            {
+                // The result was already printed (e.g. a validation report); say why we fail.
+                eprintln!("error: {}", exit.error);
+                return ExitCode::from(exit.code as u8);
+            }
+            let (msg, code) = match (e.downcast_ref::<BuildError>(), e.downcast_ref::<Exit>()) {
+                (Some(BuildError::Interrupted { exit_code, .. }), _) => (e.to_string(), *exit_code),
+                (_, Some(exit)) => (format!("{:#}", exit.error), exit.code),
                 _ => (format!("{e:#}"), 1),
             };
             eprintln!("error: {msg}");
@@ -183,6 +203,32 @@ fn main() -> ExitCode {
         }
     }
 }
+
+/// An error with a specific exit code (validate: 1 failed checks, 2 unreadable input).
+#[derive(Debug)]
+struct Exit {
+    code: i32,
+    error: anyhow::Error,
+    /// The details were printed already; only a one-line reason goes to stderr.
+    quiet: bool,
+}
+
+impl Exit {
+    fn new(code: i32, error: anyhow::Error) -> Exit {
+        Exit { code, error, quiet: false }
+    }
+    fn quiet(code: i32, msg: String) -> Exit {
+        Exit { code, error: anyhow::anyhow!(msg), quiet: true }
+    }
+}
+
+impl std::fmt::Display for Exit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:#}", self.error)
+    }
+}
+
+impl std::error::Error for Exit {}
 
 async fn run(cli: Cli, ui: &Ui) -> anyhow::Result<serde_json::Value> {
     let root = cli.root.clone();
@@ -245,6 +291,27 @@ async fn run(cli: Cli, ui: &Ui) -> anyhow::Result<serde_json::Value> {
             )
             .await?;
             Ok(serde_json::to_value(out)?)
+        }
+        Command::Validate { file, pve_version } => {
+            let pve_version = pve_version
+                .map(|v| v.parse::<validate::PveVersion>().map_err(|e| anyhow::anyhow!("--pve-version {v}: {e}")))
+                .transpose()
+                .map_err(|e| Exit::new(2, e))?;
+            let report = validate::validate_file(&file, &validate::ValidateOptions { pve_version })
+                .map_err(|e| Exit::new(2, anyhow::anyhow!(e.to_string())))?;
+            if !cli.json {
+                print!("{}", report.render_table());
+            }
+            let code = report.exit_code();
+            let value = serde_json::to_value(&report)?;
+            if code != 0 {
+                if cli.json {
+                    println!("{}", serde_json::to_string_pretty(&value)?);
+                }
+                let (_, _, failed) = report.counts();
+                return Err(Exit::quiet(code, format!("{}: {failed} check(s) failed", file.display())).into());
+            }
+            Ok(value)
         }
         Command::NextVersion { image, out_dir } => {
             let def = definition::load(

@@ -247,6 +247,26 @@ fn a_failing_script_stops_the_build_and_leaves_nothing() {
 }
 
 #[test]
+fn a_template_failing_validation_is_not_published() {
+    if !docker_ok() {
+        return;
+    }
+    let image = unique("t-invalid");
+    // An unlocked root password is exactly what a golden image must never ship.
+    let bad = "#!/bin/sh\nset -e\necho 'root:$6$salt$hash:19000:0:99999:7:::' > /etc/shadow\n";
+    let p = tiny_project(&image, &[("10-bad.sh", bad)], &[]);
+    let out = p.run(&["build", &image, "--next"]);
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("failed validation, so it was not published"), "{err}");
+    assert!(err.contains("secrets.shadow"), "{err}");
+    assert!(err.contains("root"), "{err}");
+    assert!(p.artifact_names().is_empty(), "{:?}", p.artifact_names());
+    assert!(containers_named(&format!("lxcforge-{image}-")).is_empty());
+    cleanup_images(&p);
+}
+
+#[test]
 fn a_hanging_script_times_out() {
     if !docker_ok() {
         return;
