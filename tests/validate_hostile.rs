@@ -8,7 +8,9 @@ use std::io::{Cursor, Read};
 use std::time::{Duration, Instant};
 use validate_common::*;
 
-const BUDGET: Duration = Duration::from_secs(3);
+/// Generous for debug builds on a shared CI core (zlib-rs unoptimized inflates ~10 MB/s);
+/// a release build takes milliseconds.
+const BUDGET: Duration = Duration::from_secs(5);
 
 fn timed(name: &str, bytes: Vec<u8>) -> Result<Report, ValidateError> {
     timed_reader(name, Cursor::new(bytes))
@@ -42,13 +44,22 @@ fn absolute_names_and_traversal() {
     let rep = fails(timed("t.tar.gz", r.tar_gz()), "archive.names");
     expect(&rep, "archive.names", Fail, Some("/etc/cron.d/evil"));
     expect(&rep, "archive.names", Fail, Some("../../../../tmp/evil"));
-    expect(&rep, "archive.symlinks", lxcforge::validate::Status::Warn, Some("./etc/escape"));
+    expect(
+        &rep,
+        "archive.symlinks",
+        lxcforge::validate::Status::Warn,
+        Some("./etc/escape"),
+    );
 }
 
 #[test]
 fn truncated_gzip_zstd_xz() {
     let tar = deb().tar();
-    for (name, c) in [("t.tar.gz", gzip(&tar)), ("t.tar.zst", zstd(&tar)), ("t.tar.xz", xz(&tar))] {
+    for (name, c) in [
+        ("t.tar.gz", gzip(&tar)),
+        ("t.tar.zst", zstd(&tar)),
+        ("t.tar.xz", xz(&tar)),
+    ] {
         for cut in [c.len() - 4, c.len() / 2, 20] {
             fails(timed(name, c[..cut].to_vec()), "archive.complete");
         }
@@ -62,7 +73,14 @@ fn corrupt_gzip() {
     for b in &mut gz[mid..mid + 16] {
         *b ^= 0x55;
     }
-    fails(timed("t.tar.gz", gz), "archive.complete");
+    // the CRC catches it at the end of the member, unless the garbage already broke a header
+    let rep = timed("t.tar.gz", gz).unwrap();
+    assert!(
+        rep.status_of("archive.complete") == Some(Fail)
+            || rep.status_of("archive.header") == Some(Fail),
+        "{}",
+        rep.render_table()
+    );
 }
 
 /// Many gzip members of zeros: 1 MiB each compresses to about 1 KiB.
@@ -72,12 +90,22 @@ fn gzip_bomb() {
     tar.extend_from_slice(&header(b"./", b'5', 0, b"", 0o755, 0, 0));
     tar.extend_from_slice(&header(b"./zeros", b'0', 1 << 40, b"", 0o644, 0, 0));
     let mut bomb = gzip(&tar);
-    let member = gzip(&vec![0u8; 1 << 20]);
+    let member = {
+        use std::io::Write;
+        let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+        e.write_all(&vec![0u8; 1 << 20]).unwrap();
+        e.finish().unwrap()
+    };
+    assert!(member.len() < 2048, "{}", member.len());
     for _ in 0..4096 {
         bomb.extend_from_slice(&member); // 4 GiB decompressed, ~4 MiB compressed
     }
     let rep = fails(timed("t.tar.gz", bomb), "archive.limits");
-    assert!(rep.render_table().contains("bomb"), "{}", rep.render_table());
+    assert!(
+        rep.render_table().contains("bomb"),
+        "{}",
+        rep.render_table()
+    );
 }
 
 #[test]
@@ -140,9 +168,22 @@ fn endless_chain_of_extended_headers() {
 
 #[test]
 fn malformed_pax_records() {
-    for rec in [&b"99999 path=x\n"[..], b"5 path=x\n", b"abc path=x\n", b"12 uid=abc\n"] {
+    for rec in [
+        &b"99999 path=x\n"[..],
+        b"5 path=x\n",
+        b"abc path=x\n",
+        b"12 uid=abc\n",
+    ] {
         let mut out = Vec::new();
-        out.extend_from_slice(&header(b"./PaxHeaders/x", b'x', rec.len() as u64, b"", 0o644, 0, 0));
+        out.extend_from_slice(&header(
+            b"./PaxHeaders/x",
+            b'x',
+            rec.len() as u64,
+            b"",
+            0o644,
+            0,
+            0,
+        ));
         out.extend_from_slice(rec);
         pad(&mut out);
         out.extend(deb().tar());
@@ -153,12 +194,20 @@ fn malformed_pax_records() {
 #[test]
 fn pax_path_and_base256_are_honoured() {
     // a PAX path that climbs out, on an otherwise clean archive
-    let rec = b"24 path=../../etc/evil\n";
+    let rec = b"23 path=../../etc/evil\n";
     let mut out = Vec::new();
     for e in &deb().entries {
         write_entry(&mut out, e);
     }
-    out.extend_from_slice(&header(b"./PaxHeaders/x", b'x', rec.len() as u64, b"", 0o644, 0, 0));
+    out.extend_from_slice(&header(
+        b"./PaxHeaders/x",
+        b'x',
+        rec.len() as u64,
+        b"",
+        0o644,
+        0,
+        0,
+    ));
     out.extend_from_slice(rec);
     pad(&mut out);
     out.extend_from_slice(&header(b"./harmless", b'0', 0, b"", 0o644, 0, 0));
@@ -177,7 +226,10 @@ fn bad_checksum_and_garbage() {
         timed("t.tar.gz", b"hello, this is not an archive".to_vec()),
         Err(ValidateError::NotAnArchive { .. })
     ));
-    assert!(matches!(timed("t.tar.gz", Vec::new()), Err(ValidateError::NotAnArchive { .. })));
+    assert!(matches!(
+        timed("t.tar.gz", Vec::new()),
+        Err(ValidateError::NotAnArchive { .. })
+    ));
     // bzip2 is valid for Proxmox but not decodable here: exit 2 with a fix
     let e = timed("t.tar.bz2", b"BZh91AY&SY".to_vec()).unwrap_err();
     assert!(e.to_string().contains("recompress"), "{e}");

@@ -52,14 +52,20 @@ fn ubuntu_edges() {
 fn ubuntu_lsb_release_is_what_counts() {
     // os-release says 24.04, lsb-release is quoted: the regex wants an unquoted N.N
     let mut r = Rootfs::ubuntu("24.04");
-    r.file("./etc/lsb-release", b"DISTRIB_ID=Ubuntu\nDISTRIB_RELEASE=\"24.04\"\n");
+    r.file(
+        "./etc/lsb-release",
+        b"DISTRIB_ID=Ubuntu\nDISTRIB_RELEASE=\"24.04\"\n",
+    );
     check(&r, "9.2", Fail, "quoted DISTRIB_RELEASE");
     let mut r = Rootfs::ubuntu("24.04");
     r.remove("./etc/lsb-release");
     check(&r, "9.2", Fail, "missing lsb-release");
     // case-insensitive match of DISTRIB_ID (Perl /mi)
     let mut r = Rootfs::ubuntu("24.04");
-    r.file("./etc/lsb-release", b"distrib_id=ubuntu\nDISTRIB_RELEASE=24.04\n");
+    r.file(
+        "./etc/lsb-release",
+        b"distrib_id=ubuntu\nDISTRIB_RELEASE=24.04\n",
+    );
     check(&r, "9.2", Pass, "lower-case lsb-release");
 }
 
@@ -103,5 +109,11 @@ fn default_target_is_the_newest_and_unknown_targets_are_refused() {
     let rep = run("t.tar", &Rootfs::debian("12").tar(), Some("10.0"));
     assert_eq!(rep.pve_container, "6.1.10");
     assert!("8.x".parse::<lxcforge::validate::PveVersion>().is_err());
-    assert_eq!("8.4.12".parse::<lxcforge::validate::PveVersion>().unwrap().to_string(), "8.4");
+    assert_eq!(
+        "8.4.12"
+            .parse::<lxcforge::validate::PveVersion>()
+            .unwrap()
+            .to_string(),
+        "8.4"
+    );
 }

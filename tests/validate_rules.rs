@@ -21,7 +21,12 @@ fn clean_debian_passes_in_every_compression() {
     ] {
         let rep = run(name, &bytes, None);
         expect_clean(&rep);
-        assert_eq!(rep.counts().1, 0, "no warnings expected:\n{}", rep.render_table());
+        assert_eq!(
+            rep.counts().1,
+            0,
+            "no warnings expected:\n{}",
+            rep.render_table()
+        );
         expect(&rep, "pve.distro", Pass, None);
         expect(&rep, "pve.version", Pass, None);
         expect(&rep, "pve.arch", Pass, None);
@@ -49,8 +54,18 @@ fn compression_must_match_extension() {
 
 #[test]
 fn extension_must_be_a_template_one() {
-    expect(&run("t.tgz", &deb().tar_gz(), None), "archive.extension", Fail, None);
-    expect(&run("t.tar.lz4", &deb().tar_gz(), None), "archive.extension", Fail, None);
+    expect(
+        &run("t.tgz", &deb().tar_gz(), None),
+        "archive.extension",
+        Fail,
+        None,
+    );
+    expect(
+        &run("t.tar.lz4", &deb().tar_gz(), None),
+        "archive.extension",
+        Fail,
+        None,
+    );
 }
 
 #[test]
@@ -159,7 +174,12 @@ fn hard_link_before_its_target_fails() {
     let mut r = deb();
     r.hardlink("./usr/bin/early", "./usr/bin/later");
     r.file("./usr/bin/later", b"x");
-    expect(&run_gz(&r), "archive.hardlinks", Fail, Some("./usr/bin/early"));
+    expect(
+        &run_gz(&r),
+        "archive.hardlinks",
+        Fail,
+        Some("./usr/bin/early"),
+    );
 }
 
 #[test]
@@ -182,14 +202,24 @@ fn docker_leftovers_fail() {
     let mut r = deb();
     r.dir("./dev/shm/");
     r.file("./dev/shm/sem.build", b"x");
-    expect(&run_gz(&r), "hygiene.leftovers", Fail, Some("./dev/shm/sem.build"));
+    expect(
+        &run_gz(&r),
+        "hygiene.leftovers",
+        Fail,
+        Some("./dev/shm/sem.build"),
+    );
 }
 
 #[test]
 fn machine_id_must_be_empty() {
     let mut r = deb();
     r.file("./etc/machine-id", b"0123456789abcdef0123456789abcdef\n");
-    expect(&run_gz(&r), "hygiene.machine-id", Fail, Some("etc/machine-id"));
+    expect(
+        &run_gz(&r),
+        "hygiene.machine-id",
+        Fail,
+        Some("etc/machine-id"),
+    );
     let mut r = deb();
     r.remove("./etc/machine-id");
     let rep = run_gz(&r);
@@ -199,8 +229,16 @@ fn machine_id_must_be_empty() {
 #[test]
 fn dbus_machine_id_must_not_be_baked() {
     let mut r = deb();
-    r.file("./var/lib/dbus/machine-id", b"0123456789abcdef0123456789abcdef\n");
-    expect(&run_gz(&r), "hygiene.dbus-machine-id", Fail, Some("var/lib/dbus/machine-id"));
+    r.file(
+        "./var/lib/dbus/machine-id",
+        b"0123456789abcdef0123456789abcdef\n",
+    );
+    expect(
+        &run_gz(&r),
+        "hygiene.dbus-machine-id",
+        Fail,
+        Some("var/lib/dbus/machine-id"),
+    );
     let mut r = deb();
     r.remove("./var/lib/dbus/machine-id");
     expect(&run_gz(&r), "hygiene.dbus-machine-id", Pass, None);
@@ -209,19 +247,44 @@ fn dbus_machine_id_must_not_be_baked() {
 #[test]
 fn ssh_host_keys_fail() {
     let mut r = deb();
-    r.file_mode("./etc/ssh/ssh_host_ed25519_key", b"-----BEGIN OPENSSH PRIVATE KEY-----\nabc\n", 0o600);
-    r.file("./etc/ssh/ssh_host_ed25519_key.pub", b"ssh-ed25519 AAAA root@build\n");
+    r.file_mode(
+        "./etc/ssh/ssh_host_ed25519_key",
+        b"-----BEGIN OPENSSH PRIVATE KEY-----\nabc\n",
+        0o600,
+    );
+    r.file(
+        "./etc/ssh/ssh_host_ed25519_key.pub",
+        b"ssh-ed25519 AAAA root@build\n",
+    );
     let rep = run_gz(&r);
-    expect(&rep, "secrets.ssh-host-keys", Fail, Some("etc/ssh/ssh_host_ed25519_key"));
-    assert_eq!(rep.find("secrets.ssh-host-keys").count(), 1, "{}", rep.render_table());
+    expect(
+        &rep,
+        "secrets.ssh-host-keys",
+        Fail,
+        Some("etc/ssh/ssh_host_ed25519_key"),
+    );
+    assert_eq!(
+        rep.find("secrets.ssh-host-keys").count(),
+        1,
+        "{}",
+        rep.render_table()
+    );
 }
 
 #[test]
 fn authorized_keys_with_content_fail() {
     let mut r = deb();
     r.dir("./root/.ssh/");
-    r.file("./root/.ssh/authorized_keys", b"ssh-ed25519 AAAA me@laptop\n");
-    expect(&run_gz(&r), "secrets.authorized-keys", Fail, Some("root/.ssh/authorized_keys"));
+    r.file(
+        "./root/.ssh/authorized_keys",
+        b"ssh-ed25519 AAAA me@laptop\n",
+    );
+    expect(
+        &run_gz(&r),
+        "secrets.authorized-keys",
+        Fail,
+        Some("root/.ssh/authorized_keys"),
+    );
     let mut r = deb();
     r.dir("./root/.ssh/");
     r.file("./root/.ssh/authorized_keys", b"");
@@ -231,9 +294,15 @@ fn authorized_keys_with_content_fail() {
 #[test]
 fn unlocked_passwords_fail_naming_the_user() {
     let mut r = deb();
-    r.file("./etc/shadow", b"root:$6$salt$hash:19000:0:99999:7:::\ndaemon:*:19000::::::\nguest::19000::::::\n");
+    r.file(
+        "./etc/shadow",
+        b"root:$6$salt$hash:19000:0:99999:7:::\ndaemon:*:19000::::::\nguest::19000::::::\n",
+    );
     let rep = run_gz(&r);
-    let msgs: Vec<&str> = rep.find("secrets.shadow").map(|c| c.message.as_str()).collect();
+    let msgs: Vec<&str> = rep
+        .find("secrets.shadow")
+        .map(|c| c.message.as_str())
+        .collect();
     assert!(msgs.iter().any(|m| m.contains("'root'")), "{msgs:?}");
     assert!(msgs.iter().any(|m| m.contains("'guest'")), "{msgs:?}");
     assert!(!msgs.iter().any(|m| m.contains("'daemon'")), "{msgs:?}");
@@ -244,7 +313,12 @@ fn unlocked_passwords_fail_naming_the_user() {
 fn shell_history_fails() {
     let mut r = deb();
     r.file("./root/.bash_history", b"apt-get install foo\n");
-    expect(&run_gz(&r), "secrets.history", Fail, Some("root/.bash_history"));
+    expect(
+        &run_gz(&r),
+        "secrets.history",
+        Fail,
+        Some("root/.bash_history"),
+    );
 }
 
 #[test]
@@ -252,23 +326,50 @@ fn sshd_password_authentication_must_be_off() {
     // default is yes
     let mut r = deb();
     r.remove("./etc/ssh/sshd_config.d/50-lxcforge.conf");
-    expect(&run_gz(&r), "secrets.sshd-password-auth", Fail, Some("etc/ssh/sshd_config"));
+    expect(
+        &run_gz(&r),
+        "secrets.sshd-password-auth",
+        Fail,
+        Some("etc/ssh/sshd_config"),
+    );
     // first match wins: an earlier drop-in says yes
     let mut r = deb();
-    r.file("./etc/ssh/sshd_config.d/10-cloud.conf", b"PasswordAuthentication yes\n");
-    expect(&run_gz(&r), "secrets.sshd-password-auth", Fail, Some("etc/ssh/sshd_config.d/10-cloud.conf"));
+    r.file(
+        "./etc/ssh/sshd_config.d/10-cloud.conf",
+        b"PasswordAuthentication yes\n",
+    );
+    expect(
+        &run_gz(&r),
+        "secrets.sshd-password-auth",
+        Fail,
+        Some("etc/ssh/sshd_config.d/10-cloud.conf"),
+    );
     // a later drop-in saying yes does not matter
     let mut r = deb();
-    r.file("./etc/ssh/sshd_config.d/90-late.conf", b"PasswordAuthentication yes\n");
+    r.file(
+        "./etc/ssh/sshd_config.d/90-late.conf",
+        b"PasswordAuthentication yes\n",
+    );
     expect(&run_gz(&r), "secrets.sshd-password-auth", Pass, None);
     // an explicit yes in sshd_config before the Include
     let mut r = deb();
-    r.file("./etc/ssh/sshd_config", b"PasswordAuthentication yes\nInclude /etc/ssh/sshd_config.d/*.conf\n");
-    expect(&run_gz(&r), "secrets.sshd-password-auth", Fail, Some("etc/ssh/sshd_config"));
+    r.file(
+        "./etc/ssh/sshd_config",
+        b"PasswordAuthentication yes\nInclude /etc/ssh/sshd_config.d/*.conf\n",
+    );
+    expect(
+        &run_gz(&r),
+        "secrets.sshd-password-auth",
+        Fail,
+        Some("etc/ssh/sshd_config"),
+    );
     // only inside a Match block: not global
     let mut r = deb();
     r.remove("./etc/ssh/sshd_config.d/50-lxcforge.conf");
-    r.file("./etc/ssh/sshd_config", b"Match User backup\n  PasswordAuthentication no\n");
+    r.file(
+        "./etc/ssh/sshd_config",
+        b"Match User backup\n  PasswordAuthentication no\n",
+    );
     expect(&run_gz(&r), "secrets.sshd-password-auth", Fail, None);
 }
 
@@ -277,15 +378,28 @@ fn private_keys_fail_outside_etc_ssl() {
     let mut r = deb();
     r.dir("./root/.ssh/");
     r.file("./root/.ssh/id_ed25519", b"-----BEGIN OPENSSH PRIVATE KEY-----\nb3BlbnNzaC1rZXk\n-----END OPENSSH PRIVATE KEY-----\n");
-    expect(&run_gz(&r), "secrets.private-keys", Fail, Some("root/.ssh/id_ed25519"));
+    expect(
+        &run_gz(&r),
+        "secrets.private-keys",
+        Fail,
+        Some("root/.ssh/id_ed25519"),
+    );
     // the marker split across read chunks, deep inside a large file
     let mut big = vec![b'a'; 65536 - 5];
     big.extend_from_slice(b"\n-----BEGIN RSA PRIVATE KEY-----\n");
     let mut r = deb();
     r.file("./etc/app/key.pem", &big);
-    expect(&run_gz(&r), "secrets.private-keys", Fail, Some("etc/app/key.pem"));
+    expect(
+        &run_gz(&r),
+        "secrets.private-keys",
+        Fail,
+        Some("etc/app/key.pem"),
+    );
     let mut r = deb();
-    r.file("./etc/ssl/private/ssl-cert-snakeoil.key", b"-----BEGIN PRIVATE KEY-----\n");
+    r.file(
+        "./etc/ssl/private/ssl-cert-snakeoil.key",
+        b"-----BEGIN PRIVATE KEY-----\n",
+    );
     r.file("./usr/share/doc.pem", b"-----BEGIN PRIVATE KEY-----\n");
     expect_clean(&run_gz(&r));
 }
@@ -293,22 +407,42 @@ fn private_keys_fail_outside_etc_ssl() {
 #[test]
 fn credentials_fail() {
     let cases: &[(&str, &[u8])] = &[
-        ("./root/.docker/config.json", br#"{"auths":{"registry.example":{"auth":"dXNlcjpwdw=="}}}"#),
-        ("./home/ci/.aws/credentials", b"[default]\naws_access_key_id=AKIA\n"),
+        (
+            "./root/.docker/config.json",
+            br#"{"auths":{"registry.example":{"auth":"dXNlcjpwdw=="}}}"#,
+        ),
+        (
+            "./home/ci/.aws/credentials",
+            b"[default]\naws_access_key_id=AKIA\n",
+        ),
         ("./root/.kube/config", b"apiVersion: v1\n"),
         ("./root/.git-credentials", b"https://u:p@example.com\n"),
-        ("./home/ci/.netrc", b"machine example.com login u password p\n"),
-        ("./etc/apt/auth.conf.d/vendor.conf", b"machine apt.example.com login u password s3cret\n"),
+        (
+            "./home/ci/.netrc",
+            b"machine example.com login u password p\n",
+        ),
+        (
+            "./etc/apt/auth.conf.d/vendor.conf",
+            b"machine apt.example.com login u password s3cret\n",
+        ),
     ];
     for (path, content) in cases {
         let mut r = deb();
         r.file(path, content);
-        expect(&run_gz(&r), "secrets.credentials", Fail, Some(path.trim_start_matches("./")));
+        expect(
+            &run_gz(&r),
+            "secrets.credentials",
+            Fail,
+            Some(path.trim_start_matches("./")),
+        );
     }
     // harmless variants
     let mut r = deb();
     r.file("./root/.docker/config.json", br#"{"auths":{}}"#);
-    r.file("./etc/apt/auth.conf.d/empty.conf", b"# machine x login y password z\n");
+    r.file(
+        "./etc/apt/auth.conf.d/empty.conf",
+        b"# machine x login y password z\n",
+    );
     expect_clean(&run_gz(&r));
 }
 
@@ -367,8 +501,14 @@ fn report_api() {
     assert!(p > 10 && f == 1, "{}", rep.render_table());
     let json = serde_json::to_value(&rep).unwrap();
     assert_eq!(json["file"], "t.tar.gz");
-    assert!(json["checks"].as_array().unwrap().iter().any(|c| c["status"] == "fail"
-        && c["id"] == "secrets.history"
-        && c["member"] == "root/.bash_history"));
+    assert!(
+        json["checks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|c| c["status"] == "fail"
+                && c["id"] == "secrets.history"
+                && c["member"] == "root/.bash_history")
+    );
     assert!(rep.render_table().contains("FAIL   secrets.history"));
 }

@@ -2,8 +2,8 @@
 //! machine ids, SSH host keys and authorized keys, unlocked passwords, shell history, sshd
 //! password authentication, private keys and credentials in /etc, /root, /home.
 
-use super::tree::{Lookup, NodeKind, Tree, base_name, in_secret_scope, is_ssh_host_key_path};
 use super::Checks;
+use super::tree::{Lookup, NodeKind, Tree, base_name, in_secret_scope, is_ssh_host_key_path};
 use crate::pack::member::{Kind, Member, Meta};
 use crate::pack::policy::{self, Verdict};
 
@@ -39,12 +39,13 @@ pub(crate) fn leftover(path: &[u8], kind: &NodeKind, mode: u32) -> Option<String
         Verdict::Keep => None,
         Verdict::Drop(reason) => Some(format!("Docker leftover ({reason})")),
         Verdict::Replace(_) => Some(
-            "Docker leftover (init-layer stub: empty 0755 file; lxcforge pack writes a default)".into(),
+            "Docker leftover (init-layer stub: empty 0755 file; lxcforge pack writes a default)"
+                .into(),
         ),
     }
 }
 
-fn sorted_paths<'a>(tree: &'a Tree, f: impl Fn(&[u8], &NodeKind) -> bool) -> Vec<&'a Vec<u8>> {
+fn sorted_paths(tree: &Tree, f: impl Fn(&[u8], &NodeKind) -> bool) -> Vec<&Vec<u8>> {
     let mut v: Vec<&Vec<u8>> = tree
         .nodes
         .iter()
@@ -77,7 +78,8 @@ pub(crate) fn checks(tree: &Tree, checks: &mut Checks) {
     }) {
         checks.fail(
             "secrets.authorized-keys",
-            "authorized_keys with content: whoever holds the key can log into every container".into(),
+            "authorized_keys with content: whoever holds the key can log into every container"
+                .into(),
             Some(show(p)),
         );
     }
@@ -221,7 +223,10 @@ fn sshd_password_auth(tree: &Tree, file: &[u8], depth: u32, out: &mut Option<(St
             continue;
         }
         let (kw, rest) = match line.find(|ch: char| ch.is_whitespace() || ch == '=') {
-            Some(i) => (&line[..i], line[i..].trim_start_matches(|ch: char| ch.is_whitespace() || ch == '=')),
+            Some(i) => (
+                &line[..i],
+                line[i..].trim_start_matches(|ch: char| ch.is_whitespace() || ch == '='),
+            ),
             None => (line, ""),
         };
         if kw.eq_ignore_ascii_case("match") {
@@ -235,11 +240,8 @@ fn sshd_password_auth(tree: &Tree, file: &[u8], depth: u32, out: &mut Option<(St
                 } else {
                     [b"etc/ssh/".as_slice(), pat.as_bytes()].concat()
                 };
-                let mut hits: Vec<&Vec<u8>> = tree
-                    .nodes
-                    .keys()
-                    .filter(|k| glob_match(&full, k))
-                    .collect();
+                let mut hits: Vec<&Vec<u8>> =
+                    tree.nodes.keys().filter(|k| glob_match(&full, k)).collect();
                 hits.sort();
                 for h in hits {
                     sshd_password_auth(tree, h, depth + 1, out);
@@ -251,7 +253,11 @@ fn sshd_password_auth(tree: &Tree, file: &[u8], depth: u32, out: &mut Option<(St
             continue;
         }
         if kw.eq_ignore_ascii_case("passwordauthentication") {
-            let v = rest.split_whitespace().next().unwrap_or("").to_ascii_lowercase();
+            let v = rest
+                .split_whitespace()
+                .next()
+                .unwrap_or("")
+                .to_ascii_lowercase();
             *out = Some((v, show(file)));
             return;
         }
@@ -259,8 +265,8 @@ fn sshd_password_auth(tree: &Tree, file: &[u8], depth: u32, out: &mut Option<(St
 }
 
 fn sshd(tree: &Tree, checks: &mut Checks) {
-    let installed = tree.node(b"etc/ssh/sshd_config").is_some()
-        || tree.node(b"usr/sbin/sshd").is_some();
+    let installed =
+        tree.node(b"etc/ssh/sshd_config").is_some() || tree.node(b"usr/sbin/sshd").is_some();
     if !installed {
         checks.pass("secrets.sshd-password-auth", "sshd is not installed".into());
         return;
@@ -274,19 +280,25 @@ fn sshd(tree: &Tree, checks: &mut Checks) {
         ),
         Some((v, file)) => checks.fail(
             "secrets.sshd-password-auth",
-            format!("sshd PasswordAuthentication {v}: set it to no (e.g. in /etc/ssh/sshd_config.d/)"),
+            format!(
+                "sshd PasswordAuthentication {v}: set it to no (e.g. in /etc/ssh/sshd_config.d/)"
+            ),
             Some(file),
         ),
         None => checks.fail(
             "secrets.sshd-password-auth",
-            "sshd PasswordAuthentication is not set, and OpenSSH defaults to yes: set it to no".into(),
+            "sshd PasswordAuthentication is not set, and OpenSSH defaults to yes: set it to no"
+                .into(),
             Some("etc/ssh/sshd_config".into()),
         ),
     }
 }
 
 fn credentials(tree: &Tree, checks: &mut Checks) {
-    checks.evaluated("secrets.private-keys", "no private keys in /etc, /root, /home");
+    checks.evaluated(
+        "secrets.private-keys",
+        "no private keys in /etc, /root, /home",
+    );
     let mut keys = tree.private_keys.clone();
     keys.sort();
     for p in keys {
@@ -297,7 +309,10 @@ fn credentials(tree: &Tree, checks: &mut Checks) {
         );
     }
 
-    checks.evaluated("secrets.credentials", "no credential files in /etc, /root, /home");
+    checks.evaluated(
+        "secrets.credentials",
+        "no credential files in /etc, /root, /home",
+    );
     for p in sorted_paths(tree, |p, k| {
         in_secret_scope(p) && matches!(k, NodeKind::File { size } if *size > 0)
     }) {
@@ -312,7 +327,9 @@ fn credentials(tree: &Tree, checks: &mut Checks) {
             Some(".netrc with login credentials")
         } else if p.ends_with(b"/.docker/config.json") {
             match tree.read(p) {
-                Lookup::Content(c) => docker_auths(c).then_some("Docker registry credentials (\"auths\")"),
+                Lookup::Content(c) => {
+                    docker_auths(c).then_some("Docker registry credentials (\"auths\")")
+                }
                 _ => Some("Docker config too large to check"),
             }
         } else if p == b"etc/apt/auth.conf" || p.starts_with(b"etc/apt/auth.conf.d/") {

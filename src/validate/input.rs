@@ -10,7 +10,7 @@ use std::io::{self, Read};
 use std::rc::Rc;
 
 /// Above this many decompressed bytes the ratio check applies.
-pub(crate) const RATIO_CHECK_AFTER: u64 = 32 << 20;
+pub(crate) const RATIO_CHECK_AFTER: u64 = 8 << 20;
 /// Decompressed/compressed ratio above which the stream is treated as a bomb. Real root
 /// filesystems compress 2–6×; gzip cannot exceed ~1032×, zstd/xz go far beyond.
 pub(crate) const MAX_RATIO: u64 = 200;
@@ -88,8 +88,7 @@ fn sniff(head: &[u8]) -> Option<Compression> {
         Some(Compression::Bzip2)
     } else if head.starts_with(&[0x89, b'L', b'Z', b'O']) {
         Some(Compression::Lzop)
-    } else if head.len() >= 512 && (&head[257..262] == b"ustar" || tar::checksum_ok(&head[..512]))
-    {
+    } else if head.len() >= 512 && (&head[257..262] == b"ustar" || tar::checksum_ok(&head[..512])) {
         Some(Compression::None)
     } else {
         None
@@ -207,10 +206,7 @@ pub(crate) fn scan<R: Read>(
     match expected_compression(file_name) {
         Err(msg) => checks.fail("archive.extension", msg, None),
         Ok(e) => {
-            checks.pass(
-                "archive.extension",
-                "template extension recognised".into(),
-            );
+            checks.pass("archive.extension", "template extension recognised".into());
             if e == actual {
                 checks.pass(
                     "archive.compression",
@@ -264,22 +260,19 @@ pub(crate) fn scan<R: Read>(
             if failed.get() {
                 return Err(read_err(e));
             }
-            if let Some(l) = e
-                .get_ref()
-                .and_then(|i| i.downcast_ref::<LimitExceeded>())
-            {
+            if let Some(l) = e.get_ref().and_then(|i| i.downcast_ref::<LimitExceeded>()) {
                 checks.fail("archive.limits", l.0.clone(), state.current.clone());
-            } else if state.end_seen {
-                checks.fail(
-                    "archive.trailing",
-                    format!("unreadable data after the end of the tar archive: {e}"),
-                    None,
-                );
             } else if e.kind() == io::ErrorKind::UnexpectedEof {
                 checks.fail(
                     "archive.complete",
                     format!("the {} stream is truncated: {e}", actual.name()),
                     state.current.clone(),
+                );
+            } else if state.end_seen {
+                checks.fail(
+                    "archive.trailing",
+                    format!("unreadable data after the end of the tar archive: {e}"),
+                    None,
                 );
             } else {
                 checks.fail(

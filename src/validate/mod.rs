@@ -103,8 +103,14 @@ impl Report {
             "{}: {} members, {} compression, Proxmox VE {} (pve-container {})",
             self.file, self.members, self.compression, self.pve_version, self.pve_container
         );
-        let idw = self.checks.iter().map(|c| c.id.len()).max().unwrap_or(5).max(5);
-        let _ = writeln!(out, "{:<6} {:<idw$}  {}", "STATUS", "CHECK", "DETAIL");
+        let idw = self
+            .checks
+            .iter()
+            .map(|c| c.id.len())
+            .max()
+            .unwrap_or(5)
+            .max(5);
+        let _ = writeln!(out, "{:<6} {:<idw$}  DETAIL", "STATUS", "CHECK");
         for c in &self.checks {
             let mut detail = c.message.replace('\n', " ");
             if let Some(m) = &c.member {
@@ -137,7 +143,10 @@ pub enum ValidateError {
     #[error(
         "{file} is {compression}-compressed, which the validator cannot decode; recompress it as .tar.zst or .tar.gz"
     )]
-    UnsupportedCompression { file: String, compression: &'static str },
+    UnsupportedCompression {
+        file: String,
+        compression: &'static str,
+    },
     #[error(
         "{file} is neither a tar archive nor gzip/zstd/xz-compressed tar (first bytes: {magic}); pass a template archive"
     )]
@@ -161,7 +170,11 @@ pub fn validate_file(path: &Path, opts: &ValidateOptions) -> Result<Report, Vali
         });
     }
     let name = path.display().to_string();
-    validate_reader(&name, std::io::BufReader::with_capacity(256 * 1024, f), opts)
+    validate_reader(
+        &name,
+        std::io::BufReader::with_capacity(256 * 1024, f),
+        opts,
+    )
 }
 
 /// Validates a template read from `r`; `file_name` decides the expected compression (as
@@ -208,6 +221,39 @@ pub(crate) struct Checks {
 }
 
 const MAX_FINDINGS_PER_ID: usize = 50;
+
+/// Every check id, in report order.
+pub const CHECK_IDS: &[&str] = &[
+    "archive.extension",
+    "archive.compression",
+    "archive.complete",
+    "archive.trailing",
+    "archive.header",
+    "archive.limits",
+    "archive.root",
+    "archive.names",
+    "archive.naming",
+    "archive.ids",
+    "archive.devices",
+    "archive.duplicates",
+    "archive.hardlinks",
+    "archive.symlinks",
+    "pve.distro",
+    "pve.version",
+    "pve.init",
+    "pve.arch",
+    "hygiene.leftovers",
+    "hygiene.machine-id",
+    "hygiene.dbus-machine-id",
+    "secrets.ssh-host-keys",
+    "secrets.authorized-keys",
+    "secrets.shadow",
+    "secrets.history",
+    "secrets.sshd-password-auth",
+    "secrets.private-keys",
+    "secrets.credentials",
+    "validate.coverage",
+];
 
 impl Checks {
     /// Records a finding (or an explicit result).
@@ -281,14 +327,15 @@ impl Checks {
                 member: None,
             });
         }
-        // Stable order: by check family as first recorded, FAIL/WARN before PASS within an id.
-        let mut order: Vec<&'static str> = Vec::new();
+        // Report order: the fixed list of check ids, then anything else as first recorded.
+        let mut order: Vec<&'static str> = CHECK_IDS.to_vec();
         for c in &self.list {
             if !order.contains(&c.id) {
                 order.push(c.id);
             }
         }
-        self.list.sort_by_key(|c| order.iter().position(|i| *i == c.id));
+        self.list
+            .sort_by_key(|c| order.iter().position(|i| *i == c.id));
         self.list
     }
 }

@@ -263,8 +263,18 @@ fn os_release_id(content: &[u8]) -> Option<String> {
 }
 
 const PLUGINS: &[&str] = &[
-    "alpine", "archlinux", "centos", "debian", "devuan", "fedora", "gentoo", "openeuler",
-    "opensuse", "ubuntu", "nixos", "unmanaged",
+    "alpine",
+    "archlinux",
+    "centos",
+    "debian",
+    "devuan",
+    "fedora",
+    "gentoo",
+    "openeuler",
+    "opensuse",
+    "ubuntu",
+    "nixos",
+    "unmanaged",
 ];
 
 fn alias(id: &str) -> Option<&'static str> {
@@ -343,7 +353,8 @@ fn detect(tree: &Tree, checks: &mut Checks) -> Result<&'static str, String> {
     } else {
         checks.warn(
             "pve.distro",
-            "/etc/os-release file not found and autodetection failed, falling back to 'unmanaged'".into(),
+            "/etc/os-release file not found and autodetection failed, falling back to 'unmanaged'"
+                .into(),
             Some("etc/os-release".into()),
         );
         Ok("unmanaged")
@@ -424,7 +435,8 @@ pub(crate) fn checks(tree: &Tree, c: ContainerVersion, checks: &mut Checks) {
     match node {
         None => checks.fail(
             "pve.arch",
-            "/bin/sh is missing: Proxmox cannot detect the architecture and falls back to amd64".into(),
+            "/bin/sh is missing: Proxmox cannot detect the architecture and falls back to amd64"
+                .into(),
             Some("bin/sh".into()),
         ),
         Some((r, n)) => {

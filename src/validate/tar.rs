@@ -214,7 +214,8 @@ pub(crate) fn parse(
         if n == 0 {
             checks.fail(
                 "archive.complete",
-                "the archive ends without the end-of-archive marker (two zero blocks): truncated".into(),
+                "the archive ends without the end-of-archive marker (two zero blocks): truncated"
+                    .into(),
                 None,
             );
             return Ok(true);
@@ -254,14 +255,20 @@ pub(crate) fn parse(
         if !checksum_ok(&h) {
             checks.fail(
                 "archive.header",
-                format!("bad tar header checksum at offset {at}: not a tar header (corrupt or garbage)"),
+                format!(
+                    "bad tar header checksum at offset {at}: not a tar header (corrupt or garbage)"
+                ),
                 None,
             );
             return Ok(true);
         }
         let typ = h[156];
         let Some(hsize) = parse_num(&h[124..136]) else {
-            checks.fail("archive.header", format!("invalid size field at offset {at}"), None);
+            checks.fail(
+                "archive.header",
+                format!("invalid size field at offset {at}"),
+                None,
+            );
             return Ok(true);
         };
         if matches!(typ, b'x' | b'g' | b'L' | b'K') {
@@ -269,7 +276,9 @@ pub(crate) fn parse(
             if p.chain > MAX_EXTENDED_CHAIN {
                 checks.fail(
                     "archive.header",
-                    format!("more than {MAX_EXTENDED_CHAIN} extended headers in a row at offset {at}"),
+                    format!(
+                        "more than {MAX_EXTENDED_CHAIN} extended headers in a row at offset {at}"
+                    ),
                     None,
                 );
                 return Ok(true);

@@ -14,7 +14,9 @@ const MAX_SYMLINK_HOPS: u32 = 40;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum NodeKind {
-    File { size: u64 },
+    File {
+        size: u64,
+    },
     Dir,
     Symlink(Vec<u8>),
     /// Raw target as written in the archive.
@@ -123,7 +125,9 @@ pub(crate) fn contains_private_key(w: &[u8]) -> bool {
             .map(|p| start + p)
             .unwrap_or_else(|| (start + 64).min(w.len()));
         let label = &w[start..line_end];
-        if find(label, b"PRIVATE KEY-----").is_some() || find(label, b"PRIVATE KEY BLOCK-----").is_some() {
+        if find(label, b"PRIVATE KEY-----").is_some()
+            || find(label, b"PRIVATE KEY BLOCK-----").is_some()
+        {
             return true;
         }
         from = start;
@@ -215,7 +219,8 @@ impl Tree {
         if raw.starts_with(b"/") {
             checks.fail(
                 "archive.names",
-                "absolute member name (tar strips the /, other tools write outside the target)".into(),
+                "absolute member name (tar strips the /, other tools write outside the target)"
+                    .into(),
                 Some(shown.clone()),
             );
         } else if raw.starts_with(b"./") || raw == b"." {
@@ -235,10 +240,9 @@ impl Tree {
         };
         if let Some(first) = path.split(|b| *b == b'/').next()
             && !first.is_empty()
+            && !self.top_level.contains(first)
         {
-            if !self.top_level.contains(first) {
-                self.top_level.insert(first.to_vec());
-            }
+            self.top_level.insert(first.to_vec());
         }
         if uid > MAX_UNPRIVILEGED_ID || gid > MAX_UNPRIVILEGED_ID {
             checks.fail(
@@ -252,11 +256,13 @@ impl Tree {
         match &kind {
             NodeKind::Char | NodeKind::Block => checks.fail(
                 "archive.devices",
-                "device node: an unprivileged container cannot create it (LXC populates /dev)".into(),
+                "device node: an unprivileged container cannot create it (LXC populates /dev)"
+                    .into(),
                 Some(shown.clone()),
             ),
             NodeKind::HardLink(t) => match normalize(t) {
-                Ok(t) if matches!(self.nodes.get(&t), Some(n) if !matches!(n.kind, NodeKind::Dir)) => {}
+                Ok(t) if matches!(self.nodes.get(&t), Some(n) if !matches!(n.kind, NodeKind::Dir)) =>
+                    {}
                 _ => checks.fail(
                     "archive.hardlinks",
                     format!(
@@ -295,7 +301,8 @@ impl Tree {
         if self.nodes.contains_key(&path) {
             checks.fail(
                 "archive.duplicates",
-                "duplicate member: tar --skip-old-files keeps the first, the rest is ignored".into(),
+                "duplicate member: tar --skip-old-files keeps the first, the rest is ignored"
+                    .into(),
                 Some(shown.clone()),
             );
         }
@@ -350,10 +357,8 @@ impl Tree {
     /// symlinks in every component, `..` stops at the root, then one hard-link step.
     /// `None` on a symlink loop.
     pub(crate) fn resolve(&self, path: &[u8]) -> Option<Vec<u8>> {
-        let mut queue: std::collections::VecDeque<Vec<u8>> = path
-            .split(|b| *b == b'/')
-            .map(|c| c.to_vec())
-            .collect();
+        let mut queue: std::collections::VecDeque<Vec<u8>> =
+            path.split(|b| *b == b'/').map(|c| c.to_vec()).collect();
         let mut cur: Vec<Vec<u8>> = Vec::new();
         let mut hops = 0;
         while let Some(c) = queue.pop_front() {

@@ -2,9 +2,7 @@
 //! can be crafted byte by byte) and a small Debian/Ubuntu-like rootfs.
 #![allow(dead_code)]
 
-use lxcforge::validate::{
-    PveVersion, Report, Status, ValidateOptions, validate_reader,
-};
+use lxcforge::validate::{PveVersion, Report, Status, ValidateOptions, validate_reader};
 use std::io::{Cursor, Write};
 
 #[derive(Clone, Debug)]
@@ -21,7 +19,10 @@ pub struct Entry {
 fn octal(field: &mut [u8], v: u64) {
     let w = field.len() - 1;
     let s = format!("{v:0w$o}");
-    assert!(s.len() <= w, "value {v} does not fit an octal field; use base256");
+    assert!(
+        s.len() <= w,
+        "value {v} does not fit an octal field; use base256"
+    );
     field[..w].copy_from_slice(s.as_bytes());
     field[w] = 0;
 }
@@ -45,13 +46,33 @@ pub fn set_checksum(h: &mut [u8; 512]) {
 }
 
 /// A ustar header (name must fit 100 bytes; longer names go through a GNU `L` record).
-pub fn header(name: &[u8], typ: u8, size: u64, link: &[u8], mode: u32, uid: u64, gid: u64) -> [u8; 512] {
+pub fn header(
+    name: &[u8],
+    typ: u8,
+    size: u64,
+    link: &[u8],
+    mode: u32,
+    uid: u64,
+    gid: u64,
+) -> [u8; 512] {
     let mut h = [0u8; 512];
     h[..name.len().min(100)].copy_from_slice(&name[..name.len().min(100)]);
     octal(&mut h[100..108], mode as u64);
-    if uid > 0o7777777 { base256(&mut h[108..116], uid) } else { octal(&mut h[108..116], uid) }
-    if gid > 0o7777777 { base256(&mut h[116..124], gid) } else { octal(&mut h[116..124], gid) }
-    if size > 0o77777777777 { base256(&mut h[124..136], size) } else { octal(&mut h[124..136], size) }
+    if uid > 0o7777777 {
+        base256(&mut h[108..116], uid)
+    } else {
+        octal(&mut h[108..116], uid)
+    }
+    if gid > 0o7777777 {
+        base256(&mut h[116..124], gid)
+    } else {
+        octal(&mut h[116..124], gid)
+    }
+    if size > 0o77777777777 {
+        base256(&mut h[124..136], size)
+    } else {
+        octal(&mut h[124..136], size)
+    }
     octal(&mut h[136..148], 1_700_000_000);
     h[156] = typ;
     h[157..157 + link.len().min(100)].copy_from_slice(&link[..link.len().min(100)]);
@@ -70,12 +91,28 @@ pub fn pad(out: &mut Vec<u8>) {
 
 pub fn write_entry(out: &mut Vec<u8>, e: &Entry) {
     if e.name.len() > 100 {
-        out.extend_from_slice(&header(b"././@LongLink", b'L', e.name.len() as u64 + 1, b"", 0o644, 0, 0));
+        out.extend_from_slice(&header(
+            b"././@LongLink",
+            b'L',
+            e.name.len() as u64 + 1,
+            b"",
+            0o644,
+            0,
+            0,
+        ));
         out.extend_from_slice(&e.name);
         out.push(0);
         pad(out);
     }
-    out.extend_from_slice(&header(&e.name, e.typ, e.data.len() as u64, &e.link, e.mode, e.uid, e.gid));
+    out.extend_from_slice(&header(
+        &e.name,
+        e.typ,
+        e.data.len() as u64,
+        &e.link,
+        e.mode,
+        e.uid,
+        e.gid,
+    ));
     out.extend_from_slice(&e.data);
     pad(out);
 }
@@ -143,12 +180,17 @@ impl Rootfs {
     pub fn debian(debian_version: &str) -> Rootfs {
         let os = "PRETTY_NAME=\"Debian GNU/Linux 12 (bookworm)\"\nNAME=\"Debian GNU/Linux\"\nVERSION_ID=\"12\"\nID=debian\n";
         let mut r = Rootfs::base(os);
-        r.file("./etc/debian_version", format!("{debian_version}\n").as_bytes());
+        r.file(
+            "./etc/debian_version",
+            format!("{debian_version}\n").as_bytes(),
+        );
         r
     }
 
     pub fn ubuntu(release: &str) -> Rootfs {
-        let os = format!("PRETTY_NAME=\"Ubuntu {release}\"\nNAME=\"Ubuntu\"\nVERSION_ID=\"{release}\"\nID=ubuntu\nID_LIKE=debian\n");
+        let os = format!(
+            "PRETTY_NAME=\"Ubuntu {release}\"\nNAME=\"Ubuntu\"\nVERSION_ID=\"{release}\"\nID=ubuntu\nID_LIKE=debian\n"
+        );
         let mut r = Rootfs::base(&os);
         r.file("./etc/debian_version", b"trixie/sid\n");
         r.file(
@@ -168,13 +210,19 @@ impl Rootfs {
         r.file("./etc/hosts", b"127.0.0.1\tlocalhost\n");
         r.file("./etc/machine-id", b"");
         r.symlink("./etc/os-release", "../usr/lib/os-release");
-        r.file("./etc/passwd", b"root:x:0:0:root:/root:/bin/bash\ndaemon:x:1:1::/usr/sbin:/usr/sbin/nologin\n");
+        r.file(
+            "./etc/passwd",
+            b"root:x:0:0:root:/root:/bin/bash\ndaemon:x:1:1::/usr/sbin:/usr/sbin/nologin\n",
+        );
         r.file("./etc/resolv.conf", b"");
         r.file("./etc/shadow", b"root:*:19000:0:99999:7:::\ndaemon:*:19000:0:99999:7:::\nsvc:!$6$abc$def:19000::::::\n");
         r.dir("./etc/ssh/");
         r.file("./etc/ssh/sshd_config", b"Include /etc/ssh/sshd_config.d/*.conf\n#PasswordAuthentication yes\nKbdInteractiveAuthentication no\nUsePAM yes\n");
         r.dir("./etc/ssh/sshd_config.d/");
-        r.file("./etc/ssh/sshd_config.d/50-lxcforge.conf", b"PasswordAuthentication no\n");
+        r.file(
+            "./etc/ssh/sshd_config.d/50-lxcforge.conf",
+            b"PasswordAuthentication no\n",
+        );
         r.dir("./etc/ssl/");
         r.dir("./etc/ssl/private/");
         r.symlink("./lib", "usr/lib");
@@ -259,9 +307,7 @@ pub fn run_gz(r: &Rootfs) -> Report {
 #[track_caller]
 pub fn expect(report: &Report, id: &str, status: Status, member: Option<&str>) {
     let hit = report.checks.iter().any(|c| {
-        c.id == id
-            && c.status == status
-            && member.is_none_or(|m| c.member.as_deref() == Some(m))
+        c.id == id && c.status == status && member.is_none_or(|m| c.member.as_deref() == Some(m))
     });
     assert!(
         hit,
@@ -272,5 +318,9 @@ pub fn expect(report: &Report, id: &str, status: Status, member: Option<&str>) {
 
 #[track_caller]
 pub fn expect_clean(report: &Report) {
-    assert!(report.passed(), "unexpected FAIL:\n{}", report.render_table());
+    assert!(
+        report.passed(),
+        "unexpected FAIL:\n{}",
+        report.render_table()
+    );
 }
