@@ -260,7 +260,10 @@ async fn pipeline(
     lap("export", &mut timings);
 
     // 7. validate: never publish a template that `pct create` would refuse.
-    ui.stage("validate", "checking the template against what pct create does");
+    ui.stage(
+        "validate",
+        "checking the template against what pct create does",
+    );
     let staged = staging.path(&file_name);
     let checked = tokio::task::spawn_blocking(move || {
         crate::validate::validate_file(&staged, &crate::validate::ValidateOptions::default())

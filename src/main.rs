@@ -215,10 +215,18 @@ struct Exit {
 
 impl Exit {
     fn new(code: i32, error: anyhow::Error) -> Exit {
-        Exit { code, error, quiet: false }
+        Exit {
+            code,
+            error,
+            quiet: false,
+        }
     }
     fn quiet(code: i32, msg: String) -> Exit {
-        Exit { code, error: anyhow::anyhow!(msg), quiet: true }
+        Exit {
+            code,
+            error: anyhow::anyhow!(msg),
+            quiet: true,
+        }
     }
 }
 
@@ -294,7 +302,10 @@ async fn run(cli: Cli, ui: &Ui) -> anyhow::Result<serde_json::Value> {
         }
         Command::Validate { file, pve_version } => {
             let pve_version = pve_version
-                .map(|v| v.parse::<validate::PveVersion>().map_err(|e| anyhow::anyhow!("--pve-version {v}: {e}")))
+                .map(|v| {
+                    v.parse::<validate::PveVersion>()
+                        .map_err(|e| anyhow::anyhow!("--pve-version {v}: {e}"))
+                })
                 .transpose()
                 .map_err(|e| Exit::new(2, e))?;
             let report = validate::validate_file(&file, &validate::ValidateOptions { pve_version })
@@ -309,7 +320,11 @@ async fn run(cli: Cli, ui: &Ui) -> anyhow::Result<serde_json::Value> {
                     println!("{}", serde_json::to_string_pretty(&value)?);
                 }
                 let (_, _, failed) = report.counts();
-                return Err(Exit::quiet(code, format!("{}: {failed} check(s) failed", file.display())).into());
+                return Err(Exit::quiet(
+                    code,
+                    format!("{}: {failed} check(s) failed", file.display()),
+                )
+                .into());
             }
             Ok(value)
         }

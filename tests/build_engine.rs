@@ -258,7 +258,10 @@ fn a_template_failing_validation_is_not_published() {
     let out = p.run(&["build", &image, "--next"]);
     let err = stderr(&out);
     assert_eq!(out.status.code(), Some(1), "{err}");
-    assert!(err.contains("failed validation, so it was not published"), "{err}");
+    assert!(
+        err.contains("failed validation, so it was not published"),
+        "{err}"
+    );
     assert!(err.contains("secrets.shadow"), "{err}");
     assert!(err.contains("root"), "{err}");
     assert!(p.artifact_names().is_empty(), "{:?}", p.artifact_names());

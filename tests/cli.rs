@@ -12,7 +12,14 @@ fn help_lists_every_command() {
         .unwrap();
     assert!(o.status.success());
     let h = stdout(&o);
-    for cmd in ["build", "export", "validate", "next-version", "images", "completions"] {
+    for cmd in [
+        "build",
+        "export",
+        "validate",
+        "next-version",
+        "images",
+        "completions",
+    ] {
         assert!(h.contains(cmd), "{cmd} missing from help:\n{h}");
     }
     let o = std::process::Command::new(bin())
@@ -157,7 +164,10 @@ fn the_shipped_definitions_load() {
 fn validate_exit_codes() {
     let p = Project::new();
     // 2: unreadable input
-    let o = p.run(&["validate", p.path().join("missing.tar.gz").to_str().unwrap()]);
+    let o = p.run(&[
+        "validate",
+        p.path().join("missing.tar.gz").to_str().unwrap(),
+    ]);
     assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
     assert!(stderr(&o).contains("missing.tar.gz"));
     // 2: an unknown target release
@@ -167,13 +177,29 @@ fn validate_exit_codes() {
     // 1: a readable template with failing checks; --json still reports them
     let tree = p.path().join("tree");
     std::fs::create_dir_all(tree.join("etc")).unwrap();
-    std::fs::write(tree.join("etc/shadow"), "root:$6$salt$hash:19000:0:99999:7:::\n").unwrap();
+    std::fs::write(
+        tree.join("etc/shadow"),
+        "root:$6$salt$hash:19000:0:99999:7:::\n",
+    )
+    .unwrap();
     let t = p.path().join("bad.tar");
-    let mk = std::process::Command::new("tar").arg("-C").arg(&tree).arg("-cf").arg(&t).arg(".").output().unwrap();
+    let mk = std::process::Command::new("tar")
+        .arg("-C")
+        .arg(&tree)
+        .arg("-cf")
+        .arg(&t)
+        .arg(".")
+        .output()
+        .unwrap();
     assert!(mk.status.success());
     let o = p.run(&["--json", "validate", t.to_str().unwrap()]);
     assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
     let j: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
-    let shadow = j["checks"].as_array().unwrap().iter().find(|c| c["id"] == "secrets.shadow").unwrap();
+    let shadow = j["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["id"] == "secrets.shadow")
+        .unwrap();
     assert_eq!(shadow["status"], "fail", "{shadow}");
 }

@@ -8,7 +8,9 @@ mod pack_common;
 use std::io::Write;
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Command;
+
+use lxcforge::pack::Compression;
 
 use pack_common::*;
 
@@ -52,46 +54,19 @@ fn prerequisites() -> bool {
     true
 }
 
-/// Proxmox's exact command for an unprivileged CT; returns (success, stderr).
+/// Proxmox's exact command for an unprivileged CT; returns (status, stderr).
 fn extract_unprivileged(artifact: &[u8], root: &Path) -> (std::process::ExitStatus, String) {
-    let mut child = Command::new("lxc-usernsexec")
-        .args(["-m", "u:0:100000:65536", "-m", "g:0:100000:65536", "--"])
-        .args([
-            "tar",
-            "xpf",
-            "-",
-            "-z",
-            "--totals",
-            "--one-file-system",
-            "-p",
-            "--sparse",
-            "--numeric-owner",
-            "--acls",
-        ])
-        .args([
-            "--xattrs",
-            "--xattrs-include=user.*",
-            "--xattrs-include=security.capability",
-        ])
-        .args([
-            "--warning=no-file-ignored",
-            "--warning=no-xattr-write",
-            "-C",
-        ])
-        .arg(root)
-        .args(["--skip-old-files", "--anchored", "--exclude", "./dev/*"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("lxc-usernsexec");
-    let mut stdin = child.stdin.take().unwrap();
-    let data = artifact.to_vec();
-    let feeder = std::thread::spawn(move || {
-        let _ = stdin.write_all(&data);
-    });
-    let out = child.wait_with_output().unwrap();
-    feeder.join().unwrap();
+    let mut cmd = Command::new("lxc-usernsexec");
+    cmd.args([
+        "-m",
+        "u:0:100000:65536",
+        "-m",
+        "g:0:100000:65536",
+        "--",
+        "tar",
+    ])
+    .args(proxmox_tar_args(&Compression::Gzip { level: 4 }, root));
+    let out = run_with_stdin(cmd, artifact);
     (
         out.status,
         String::from_utf8_lossy(&out.stderr).into_owned(),

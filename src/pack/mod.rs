@@ -78,7 +78,9 @@ pub const DEFAULT_GZIP_LEVEL: u32 = 4;
 
 impl Default for Compression {
     fn default() -> Self {
-        Compression::Gzip { level: DEFAULT_GZIP_LEVEL }
+        Compression::Gzip {
+            level: DEFAULT_GZIP_LEVEL,
+        }
     }
 }
 

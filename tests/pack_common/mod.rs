@@ -333,50 +333,63 @@ pub fn find<'a>(l: &'a [Listed], name: &str) -> Option<&'a Listed> {
     l.iter().find(|m| m.name == name.as_bytes())
 }
 
-/// Extracts with the exact command Proxmox runs (pve-container `restore_tar_archive`,
-/// proxmox-api.md §8.2), as root. Returns tar's stderr minus the `--totals` line; panics on a
-/// non-zero exit.
-pub fn extract_like_proxmox(artifact: &[u8], compression: &Compression, dir: &Path) -> String {
+/// The tar part of the command Proxmox runs to extract a template (pve-container
+/// `restore_tar_archive`, proxmox-api.md §8.2), archive on stdin, into `dir`.
+pub fn proxmox_tar_args(compression: &Compression, dir: &Path) -> Vec<std::ffi::OsString> {
     let cflag = match compression {
         Compression::Gzip { .. } => "-z",
         Compression::Zstd { .. } => "--zstd",
     };
-    let mut child = Command::new("tar")
-        .args([
-            "xpf",
-            "-",
-            cflag,
-            "--totals",
-            "--one-file-system",
-            "-p",
-            "--sparse",
-            "--numeric-owner",
-            "--acls",
-        ])
-        .args([
-            "--xattrs",
-            "--xattrs-include=user.*",
-            "--xattrs-include=security.capability",
-        ])
-        .args([
-            "--warning=no-file-ignored",
-            "--warning=no-xattr-write",
-            "-C",
-        ])
-        .arg(dir)
-        .args(["--skip-old-files", "--anchored", "--exclude", "./dev/*"])
+    let mut args: Vec<std::ffi::OsString> = [
+        "xpf",
+        "-",
+        cflag,
+        "--totals",
+        "--one-file-system",
+        "-p",
+        "--sparse",
+        "--numeric-owner",
+        "--acls",
+        "--xattrs",
+        "--xattrs-include=user.*",
+        "--xattrs-include=security.capability",
+        "--warning=no-file-ignored",
+        "--warning=no-xattr-write",
+        "-C",
+    ]
+    .iter()
+    .map(Into::into)
+    .collect();
+    args.push(dir.into());
+    args.extend(["--skip-old-files", "--anchored", "--exclude", "./dev/*"].map(Into::into));
+    args
+}
+
+/// Runs `cmd` with `input` on its stdin (fed from a thread, so a large input cannot deadlock
+/// against the child's output pipes) and collects its output.
+pub fn run_with_stdin(mut cmd: Command, input: &[u8]) -> std::process::Output {
+    let mut child = cmd
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
-        .expect("GNU tar");
+        .unwrap_or_else(|e| panic!("cannot start {cmd:?}: {e}"));
     let mut stdin = child.stdin.take().unwrap();
-    let data = artifact.to_vec();
+    let data = input.to_vec();
     let feeder = std::thread::spawn(move || {
         let _ = stdin.write_all(&data);
     });
     let out = child.wait_with_output().unwrap();
     feeder.join().unwrap();
+    out
+}
+
+/// Extracts with the exact command Proxmox runs, as root. Returns tar's stderr minus the
+/// `--totals` line; panics on a non-zero exit.
+pub fn extract_like_proxmox(artifact: &[u8], compression: &Compression, dir: &Path) -> String {
+    let mut tar = Command::new("tar");
+    tar.args(proxmox_tar_args(compression, dir));
+    let out = run_with_stdin(tar, artifact);
     let stderr: String = String::from_utf8_lossy(&out.stderr)
         .lines()
         .filter(|l| !l.starts_with("Total bytes read"))

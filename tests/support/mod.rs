@@ -165,10 +165,20 @@ pub fn tiny_rootfs(dest: &Path) {
     );
     file(&mut b, "etc/group", 0o644, b"root:x:0:\nnogroup:x:65534:\n");
     // Just enough of Debian for pve-container's detection, which the build's validator checks.
-    file(&mut b, "etc/os-release", 0o644, b"ID=debian\nNAME=\"busybox as Debian\"\nVERSION_ID=\"12\"\n");
+    file(
+        &mut b,
+        "etc/os-release",
+        0o644,
+        b"ID=debian\nNAME=\"busybox as Debian\"\nVERSION_ID=\"12\"\n",
+    );
     file(&mut b, "etc/debian_version", 0o644, b"12.5\n");
     file(&mut b, "etc/machine-id", 0o444, b"");
-    file(&mut b, "etc/shadow", 0o640, b"root:*:19000:0:99999:7:::\nnobody:*:19000:0:99999:7:::\n");
+    file(
+        &mut b,
+        "etc/shadow",
+        0o640,
+        b"root:*:19000:0:99999:7:::\nnobody:*:19000:0:99999:7:::\n",
+    );
     for applet in [
         "sh", "sleep", "rm", "cat", "echo", "ls", "mkdir", "chmod", "chown", "ln", "touch",
         "printf", "head", "tail", "seq", "mkfifo", "env", "true", "false", "test", "[", "dd",
