@@ -2,14 +2,18 @@
 //!
 //! One module per stage of the pipeline (`build::run` strings them together):
 //! `definition` → `engine` (base, container, scripts) → `pack` (export stream → tar.gz) →
-//! `artifact` (staging, sidecar, manifest) → `version` (numbering, reservations).
+//! `artifact` (staging, sidecar, manifest) → `version` (numbering, reservations) → `ledger`
+//! (`versions/<image>.json`). `remote` is what Proxmox storage holds; `promote` writes the
+//! Terraform pin, `diff` compares two artifacts.
 pub mod artifact;
 pub mod build;
 pub mod definition;
 pub mod engine;
 pub mod export;
 pub mod fetch;
+pub mod ledger;
 pub mod pack;
+pub mod remote;
 pub mod ui;
 pub mod validate;
 pub mod version;

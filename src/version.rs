@@ -1,5 +1,9 @@
 //! Stage: versions. Artifacts are `<prefix>-v<N>.tar.<ext>`, N monotonic, never reused.
 //!
+//! N is one more than the highest version seen anywhere: the local artifacts (and builds in
+//! progress), the ledger `versions/<image>.json` (so a number stays taken after its artifact
+//! was deleted), and the `vztmpl` listings of the Proxmox storages configured ([`resolve`]).
+//!
 //! A build reserves its N before it starts by creating `<out>/.reserved/<prefix>-v<N>` with
 //! `O_EXCL`: two builds started together on one machine cannot pick the same number. The
 //! reservation is released when the build ends (success or failure); a published artifact
@@ -8,6 +12,11 @@
 use std::fs::OpenOptions;
 use std::io::Write;
 use std::path::{Path, PathBuf};
+
+use serde::Serialize;
+
+use crate::ledger::{self, LedgerError};
+use crate::remote::{self, RemoteError, TemplateStore};
 
 /// Extensions an artifact may carry (what Proxmox accepts for templates).
 pub const EXTENSIONS: &[&str] = &["tar.gz", "tar.zst", "tar.xz", "tar.bz2", "tar.lzo", "tar"];
@@ -32,6 +41,80 @@ pub enum VersionError {
         dir: PathBuf,
         source: std::io::Error,
     },
+    #[error(transparent)]
+    Ledger(#[from] LedgerError),
+    #[error(transparent)]
+    Remote(#[from] RemoteError),
+}
+
+/// Every place a version number of one image is already taken.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Seen {
+    /// Artifacts in the output directory and builds in progress.
+    pub local: Vec<(u64, String)>,
+    /// Versions recorded in the ledger.
+    pub ledger: Vec<(u64, String)>,
+    /// Versions on the Proxmox storages listed.
+    pub remote: Vec<(u64, String)>,
+    /// The stores that were listed (`<node>/<storage>`).
+    pub stores: Vec<String>,
+}
+
+impl Seen {
+    fn all(&self) -> impl Iterator<Item = &(u64, String)> {
+        self.local.iter().chain(&self.ledger).chain(&self.remote)
+    }
+    pub fn highest(&self) -> Option<u64> {
+        self.all().map(|(v, _)| *v).max()
+    }
+    /// 1 + the highest version seen anywhere (1 when none).
+    pub fn next(&self) -> u64 {
+        self.highest().map_or(1, |v| v + 1)
+    }
+    /// What holds `version`, if anything does.
+    pub fn holder(&self, version: u64) -> Option<&str> {
+        self.all()
+            .find(|(v, _)| *v == version)
+            .map(|(_, h)| h.as_str())
+    }
+    /// Versions taken outside the output directory (ledger and remote).
+    pub fn elsewhere(&self) -> Vec<(u64, String)> {
+        self.ledger.iter().chain(&self.remote).cloned().collect()
+    }
+}
+
+/// Where the versions of `image` (artifacts `<prefix>-v<N>.*`) are taken: `out_dir`, the
+/// ledger under `root`, and every store (a store that cannot be listed is an error).
+pub async fn resolve<S: TemplateStore>(
+    root: &Path,
+    image: &str,
+    prefix: &str,
+    out_dir: &Path,
+    stores: &[S],
+) -> Result<Seen, VersionError> {
+    let listings = remote::list_all(stores).await?;
+    Ok(Seen {
+        local: local_versions(out_dir, prefix),
+        ledger: ledger::versions(root, image)?,
+        remote: remote::versions_in(&listings, prefix),
+        stores: listings.iter().map(|l| l.store.clone()).collect(),
+    })
+}
+
+/// `Err(Taken)` if `version` is held anywhere in `seen`.
+pub fn check_free(seen: &Seen, prefix: &str, version: u64) -> Result<(), VersionError> {
+    if version == 0 {
+        return Err(VersionError::Zero(0));
+    }
+    match seen.holder(version) {
+        Some(h) => Err(VersionError::Taken {
+            prefix: prefix.to_owned(),
+            version,
+            existing: h.to_owned(),
+            next: seen.next(),
+        }),
+        None => Ok(()),
+    }
 }
 
 /// `N` if `file` is `<prefix>-v<N>.tar[.<ext>]` (N without leading zeros), else None.
@@ -120,11 +203,24 @@ pub struct Reservation {
 }
 
 impl Reservation {
-    /// `Some(n)`: exactly that version (refused if taken); `None`: the next free one.
+    /// `Some(n)`: exactly that version (refused if taken); `None`: the next free one. Only the
+    /// output directory is consulted; see [`Reservation::acquire_beyond`].
     pub fn acquire(
         out_dir: &Path,
         prefix: &str,
         wanted: Option<u64>,
+    ) -> Result<Reservation, VersionError> {
+        Self::acquire_beyond(out_dir, prefix, wanted, &[])
+    }
+
+    /// As [`Reservation::acquire`], with versions known to be taken outside the output
+    /// directory (`elsewhere`: the ledger, Proxmox storage): never one of those, and with
+    /// `None` always above the highest of them.
+    pub fn acquire_beyond(
+        out_dir: &Path,
+        prefix: &str,
+        wanted: Option<u64>,
+        elsewhere: &[(u64, String)],
     ) -> Result<Reservation, VersionError> {
         let dir = reserved_dir(out_dir);
         std::fs::create_dir_all(&dir).map_err(|source| VersionError::Io {
@@ -134,42 +230,46 @@ impl Reservation {
         if wanted == Some(0) {
             return Err(VersionError::Zero(0));
         }
-        let mut candidate = wanted.unwrap_or_else(|| next_local(out_dir, prefix));
+        let taken_now = || {
+            let mut t = local_versions(out_dir, prefix);
+            t.extend(elsewhere.iter().cloned());
+            t.sort();
+            t
+        };
+        let next_of = |t: &[(u64, String)]| t.last().map_or(1, |(v, _)| v + 1);
+        let taken_err = |version: u64, existing: String, t: &[(u64, String)]| VersionError::Taken {
+            prefix: prefix.to_owned(),
+            version,
+            existing,
+            next: next_of(t),
+        };
+        let mut candidate = wanted.unwrap_or_else(|| next_of(&taken_now()));
         loop {
-            let taken = local_versions(out_dir, prefix);
+            let taken = taken_now();
             if let Some((_, existing)) = taken.iter().find(|(v, _)| *v == candidate) {
                 if wanted.is_some() {
-                    return Err(VersionError::Taken {
-                        prefix: prefix.to_owned(),
-                        version: candidate,
-                        existing: existing.clone(),
-                        next: taken.last().map_or(1, |(v, _)| v + 1),
-                    });
+                    return Err(taken_err(candidate, existing.clone(), &taken));
                 }
-                candidate = taken.last().map_or(1, |(v, _)| v + 1);
+                candidate = next_of(&taken);
                 continue;
             }
             let path = dir.join(format!("{prefix}-v{candidate}"));
             match OpenOptions::new().write(true).create_new(true).open(&path) {
                 Ok(mut f) => {
-                    f.write_all(format!("{}\n", std::process::id()).as_bytes())
-                        .map_err(|source| VersionError::Io {
-                            dir: dir.clone(),
-                            source,
-                        })?;
+                    if let Err(source) = f.write_all(format!("{}\n", std::process::id()).as_bytes())
+                    {
+                        let _ = std::fs::remove_file(&path);
+                        return Err(VersionError::Io { dir, source });
+                    }
                     // Re-check after taking it: an artifact may have been published meanwhile.
-                    if let Some((_, existing)) = local_versions(out_dir, prefix)
-                        .into_iter()
+                    let taken = taken_now();
+                    if let Some((_, existing)) = taken
+                        .iter()
                         .find(|(v, h)| *v == candidate && !h.contains(".reserved"))
                     {
                         let _ = std::fs::remove_file(&path);
                         if wanted.is_some() {
-                            return Err(VersionError::Taken {
-                                prefix: prefix.to_owned(),
-                                version: candidate,
-                                existing,
-                                next: next_local(out_dir, prefix),
-                            });
+                            return Err(taken_err(candidate, existing.clone(), &taken));
                         }
                         continue;
                     }
@@ -180,12 +280,8 @@ impl Reservation {
                 }
                 Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
                     if wanted.is_some() {
-                        return Err(VersionError::Taken {
-                            prefix: prefix.to_owned(),
-                            version: candidate,
-                            existing: format!("a build in progress ({})", path.display()),
-                            next: next_local(out_dir, prefix),
-                        });
+                        let existing = format!("a build in progress ({})", path.display());
+                        return Err(taken_err(candidate, existing, &taken_now()));
                     }
                     candidate += 1;
                 }
@@ -292,5 +388,141 @@ mod tests {
         versions.sort();
         versions.dedup();
         assert_eq!(versions.len(), 8, "{versions:?}");
+    }
+
+    /// An in-memory storage listing.
+    struct Fake(&'static str, Vec<&'static str>);
+    impl TemplateStore for Fake {
+        fn node(&self) -> String {
+            "pve1".into()
+        }
+        fn storage(&self) -> String {
+            self.0.into()
+        }
+        fn list_templates(
+            &self,
+        ) -> futures_util::future::BoxFuture<'_, anyhow::Result<Vec<remote::RemoteTemplate>>>
+        {
+            let items = self
+                .1
+                .iter()
+                .map(|f| remote::RemoteTemplate {
+                    volid: remote::volid(self.0, f),
+                    size: 1,
+                    ctime: 0,
+                    format: "tgz".into(),
+                })
+                .collect();
+            Box::pin(async move { Ok(items) })
+        }
+    }
+    struct Broken;
+    impl TemplateStore for Broken {
+        fn node(&self) -> String {
+            "pve1".into()
+        }
+        fn storage(&self) -> String {
+            "nas".into()
+        }
+        fn list_templates(
+            &self,
+        ) -> futures_util::future::BoxFuture<'_, anyhow::Result<Vec<remote::RemoteTemplate>>>
+        {
+            Box::pin(async { anyhow::bail!("401 authentication failure") })
+        }
+    }
+
+    fn block_on<F: std::future::Future>(f: F) -> F::Output {
+        tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap()
+            .block_on(f)
+    }
+
+    fn ledger_entry(v: u64) -> crate::ledger::Entry {
+        crate::ledger::Entry {
+            version: v,
+            file: artifact_name("img", v, "tar.gz"),
+            sha256: "00".repeat(32),
+            size: 1,
+            built_at: "2024-01-01T00:00:00Z".into(),
+            base_reference: "b".into(),
+            base_digest: "sha256:00".into(),
+            git_commit: "c".into(),
+            validation: crate::ledger::ValidationSummary {
+                passed: true,
+                pve_version: "8.4".into(),
+                pass: 1,
+                warn: 0,
+                fail: 0,
+            },
+            uploads: vec![],
+        }
+    }
+
+    #[test]
+    fn resolver_takes_the_highest_of_local_ledger_and_remote() {
+        let root = tempfile::tempdir().unwrap();
+        let out = root.path().join("artifacts");
+        std::fs::create_dir_all(&out).unwrap();
+        let none: &[Fake] = &[];
+        let seen = |stores: &[Fake]| {
+            block_on(resolve(root.path(), "image", "img", &out, stores)).unwrap()
+        };
+        // nothing anywhere → 1
+        assert_eq!(seen(none).next(), 1);
+        // local v1, v2, v10 → 11; names that do not match are ignored
+        for f in ["img-v1.tar.gz", "img-v2.tar.zst", "img-v10.tar.gz", "img-v12.json"] {
+            std::fs::write(out.join(f), b"").unwrap();
+        }
+        assert_eq!(seen(none).next(), 11);
+        // a version only in the ledger (its artifact deleted) is still taken
+        crate::ledger::record_build(root.path(), "image", "img", ledger_entry(14)).unwrap();
+        let s = seen(none);
+        assert_eq!(s.next(), 15);
+        assert!(s.holder(14).unwrap().contains("versions/image.json"), "{s:?}");
+        // a version only on Proxmox storage counts; foreign and malformed names do not
+        let stores = [
+            Fake("local", vec!["img-v20.tar.gz", "img-v99.iso", "other-v50.tar.gz"]),
+            Fake("nas", vec!["img-v030.tar.gz", "img-v17.tar.zst", "img-vx.tar.gz"]),
+        ];
+        let s = seen(&stores);
+        assert_eq!(s.next(), 21, "{s:?}");
+        assert_eq!(
+            s.remote.iter().map(|(v, _)| *v).collect::<Vec<_>>(),
+            [17, 20]
+        );
+        assert!(s.holder(17).unwrap().contains("nas:vztmpl/img-v17.tar.zst on pve1/nas"));
+        assert_eq!(s.stores, ["pve1/local", "pve1/nas"]);
+        // an explicit version is refused wherever it exists
+        for v in [2, 14, 17] {
+            let e = check_free(&s, "img", v).unwrap_err().to_string();
+            assert!(e.contains("already exists") && e.contains("would be v21"), "{e}");
+        }
+        check_free(&s, "img", 3).unwrap();
+        assert!(matches!(check_free(&s, "img", 0), Err(VersionError::Zero(_))));
+    }
+
+    #[test]
+    fn an_unlistable_store_is_an_error_not_a_skip() {
+        let root = tempfile::tempdir().unwrap();
+        let e = block_on(resolve(root.path(), "image", "img", root.path(), &[Broken]))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("pve1/nas") && e.contains("401"), "{e}");
+    }
+
+    #[test]
+    fn reservations_skip_versions_taken_elsewhere() {
+        let d = tempfile::tempdir().unwrap();
+        let elsewhere = vec![(5, "on pve1/local".to_owned())];
+        let r = Reservation::acquire_beyond(d.path(), "img", None, &elsewhere).unwrap();
+        assert_eq!(r.version, 6);
+        let e = Reservation::acquire_beyond(d.path(), "img", Some(5), &elsewhere)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("on pve1/local") && e.contains("would be v7"), "{e}");
+        let r3 = Reservation::acquire_beyond(d.path(), "img", Some(3), &elsewhere).unwrap();
+        assert_eq!(r3.version, 3);
     }
 }
