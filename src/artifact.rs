@@ -6,7 +6,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ArtifactError {
@@ -102,7 +102,7 @@ pub fn sha256_sidecar(sha256: &str, file_name: &str) -> String {
     format!("{sha256}  {file_name}\n")
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Package {
     pub name: String,
     pub version: String,
@@ -179,6 +179,43 @@ impl Validation {
                     None => format!("{} {}: {}", c.status.label(), c.id, c.message),
                 })
                 .collect(),
+        }
+    }
+}
+
+/// The parts of a manifest that `list` and `diff` read back (unknown fields are ignored, so
+/// newer manifests stay readable).
+#[derive(Debug, Clone, Deserialize)]
+pub struct ManifestView {
+    pub version: u64,
+    pub built_at: String,
+    pub artifact: ArtifactView,
+    #[serde(default)]
+    pub packages: Vec<Package>,
+    pub validation: ValidationView,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct ArtifactView {
+    pub file: String,
+    pub sha256: String,
+    pub size: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct ValidationView {
+    pub passed: bool,
+}
+
+impl ManifestView {
+    /// Reads `path`; `Ok(None)` when there is no such file.
+    pub fn read(path: &Path) -> Result<Option<ManifestView>, String> {
+        match std::fs::read(path) {
+            Ok(b) => serde_json::from_slice(&b)
+                .map(Some)
+                .map_err(|e| format!("{} is not an lxcforge manifest: {e}", path.display())),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(format!("cannot read {}: {e}", path.display())),
         }
     }
 }

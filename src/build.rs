@@ -7,7 +7,8 @@
 //! 5. `inventory` — the package list, for the manifest;
 //! 6. `export`    — stream the container's filesystem through the packer into staging;
 //! 7. `validate`  — check the staged template against what `pct create` will do;
-//! 8. `publish`   — write the sidecar and manifest, link all three into place.
+//! 8. `publish`   — write the sidecar and manifest, link all three into place, record the
+//!    version in the ledger (`versions/<image>.json`).
 //!
 //! Whatever a stage creates is registered in `Cleanup` first; `run` removes it on every exit
 //! path: success, failure, Ctrl-C (exit 130) and SIGTERM (exit 143).
@@ -35,6 +36,9 @@ pub struct BuildOptions {
     pub compression: Compression,
     pub threads: usize,
     pub source_date_epoch: Option<u64>,
+    /// Versions known to be taken outside `out_dir` besides the ledger, which the build reads
+    /// itself: what the Proxmox storages hold (see [`crate::version::resolve`]).
+    pub taken_elsewhere: Vec<(u64, String)>,
 }
 
 #[derive(Debug)]
@@ -150,7 +154,12 @@ async fn pipeline(
             opts.out_dir.display()
         )
     })?;
-    let reservation = Reservation::acquire(&opts.out_dir, &def.prefix, opts.version)?;
+    // The ledger is read here, right before reserving, so a version recorded by a build that
+    // finished a moment ago is seen; the storages were listed by the caller.
+    let mut elsewhere = crate::ledger::versions(&def.root, &def.name)?;
+    elsewhere.extend(opts.taken_elsewhere.iter().cloned());
+    let reservation =
+        Reservation::acquire_beyond(&opts.out_dir, &def.prefix, opts.version, &elsewhere)?;
     let ext = opts.compression.extension();
     let file_name = version::artifact_name(&def.prefix, reservation.version, ext);
     ui.stage(
@@ -335,6 +344,27 @@ async fn pipeline(
     // The archive goes last: its presence is what marks the version as built.
     staging.publish(&[&sha_name, &json_name, &file_name])?;
     staging.remove();
+    // Recorded while the reservation is still held, so no other build can take the number
+    // between the artifact appearing and the ledger saying so.
+    let ledger_file = crate::ledger::path(&def.root, &def.name);
+    crate::ledger::record_build(
+        &def.root,
+        &def.name,
+        &def.prefix,
+        crate::ledger::Entry::from_manifest(&manifest),
+    )
+    .with_context(|| {
+        format!(
+            "{} was published, but could not be recorded in {} (its number stays taken while the artifact exists)",
+            opts.out_dir.join(&file_name).display(),
+            ledger_file.display()
+        )
+    })?;
+    ui.info(format!(
+        "recorded v{} in {}",
+        manifest.version,
+        ledger_file.display()
+    ));
     drop(reservation);
     ui.stage("done", opts.out_dir.join(&file_name).display());
     Ok(BuildResult {

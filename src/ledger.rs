@@ -192,11 +192,10 @@ pub fn load(root: &Path, image: &str) -> Result<Option<Ledger>, LedgerError> {
             });
         }
     };
-    let ledger: Ledger =
-        serde_json::from_slice(&bytes).map_err(|source| LedgerError::Parse {
-            path: p.clone(),
-            source,
-        })?;
+    let ledger: Ledger = serde_json::from_slice(&bytes).map_err(|source| LedgerError::Parse {
+        path: p.clone(),
+        source,
+    })?;
     if ledger.image != image {
         return Err(LedgerError::WrongImage {
             path: p,
@@ -445,7 +444,10 @@ mod tests {
         std::fs::create_dir_all(d.path().join(DIR)).unwrap();
         std::fs::write(path(d.path(), "img"), "<<<<<<< HEAD\n").unwrap();
         let e = load(d.path(), "img").unwrap_err().to_string();
-        assert!(e.contains("not a valid ledger") && e.contains("merge conflict"), "{e}");
+        assert!(
+            e.contains("not a valid ledger") && e.contains("merge conflict"),
+            "{e}"
+        );
         let other = Ledger {
             schema: 1,
             image: "other".into(),

@@ -8,11 +8,14 @@
 pub mod artifact;
 pub mod build;
 pub mod definition;
+pub mod diff;
 pub mod engine;
 pub mod export;
 pub mod fetch;
 pub mod ledger;
+pub mod listing;
 pub mod pack;
+pub mod promote;
 pub mod remote;
 pub mod ui;
 pub mod validate;

@@ -8,11 +8,13 @@ use clap::{Args, CommandFactory, Parser, Subcommand, ValueEnum};
 use serde_json::json;
 
 use lxcforge::build::{self, BuildError, BuildOptions};
-use lxcforge::definition::{self, LoadOptions};
+use lxcforge::definition::{self, Definition, LoadOptions};
 use lxcforge::pack::{self, Compression};
+use lxcforge::remote::TemplateStore;
 use lxcforge::ui::Ui;
 use lxcforge::validate;
 use lxcforge::version;
+use lxcforge::{diff, ledger, listing, promote};
 
 /// Build golden LXC templates for Proxmox VE through the Docker Engine API.
 ///
@@ -54,11 +56,55 @@ enum Command {
         pve_version: Option<String>,
     },
     /// Print the next free version number of an image.
+    ///
+    /// 1 + the highest version among the local artifacts, the ledger (versions/<IMAGE>.json)
+    /// and, with --remote or whenever Proxmox settings (PM_*) are present, the templates on
+    /// the Proxmox storage.
     NextVersion {
         /// Definition name (images/<NAME>.toml) or path.
         image: String,
         #[arg(long, default_value = "artifacts")]
         out_dir: PathBuf,
+        /// Also list the Proxmox storage (an error without Proxmox settings).
+        #[arg(long)]
+        remote: bool,
+    },
+    /// List the versions of an image (or of all images): size, date, sha256, validation,
+    /// where uploaded, and which one Terraform pins.
+    List {
+        /// Definition name; all images with a definition or a ledger when omitted.
+        image: Option<String>,
+        #[arg(long, default_value = "artifacts")]
+        out_dir: PathBuf,
+        /// Also list the Proxmox storage (an error without Proxmox settings).
+        #[arg(long)]
+        remote: bool,
+    },
+    /// Pin a version for Terraform: writes versions/<IMAGE>.auto.tfvars.json.
+    ///
+    /// Refused unless the version is in the ledger, passed validation, and is on the storage
+    /// (every configured node of it) with the recorded size and sha256.
+    Promote {
+        /// Definition name (images/<IMAGE>.toml) or path.
+        image: String,
+        /// The version: vN or N.
+        version: String,
+        /// The Proxmox storage holding it, e.g. local.
+        #[arg(long)]
+        storage: String,
+    },
+    /// What changes between two artifacts: files added, removed and changed, packages.
+    ///
+    /// `diff IMAGE vA vB` compares two versions in the output directory; `diff A B` two files.
+    Diff {
+        /// IMAGE vA vB, or FILE_A FILE_B.
+        #[arg(num_args = 2..=3, value_names = ["IMAGE|FILE_A", "vA|FILE_B", "vB"], required = true)]
+        args: Vec<String>,
+        #[arg(long, default_value = "artifacts")]
+        out_dir: PathBuf,
+        /// Lines per list in the human output (--json lists everything).
+        #[arg(long, default_value_t = 50)]
+        limit: usize,
     },
     /// List the image definitions in the project.
     Images,
@@ -129,9 +175,13 @@ struct BuildArgs {
     /// Build the next free version: 1 + the highest one present.
     #[arg(long, conflicts_with = "version")]
     next: bool,
-    /// Build exactly version N (refused if it exists).
+    /// Build exactly version N (refused if it exists anywhere lxcforge can see).
     #[arg(long, value_name = "N")]
     version: Option<u64>,
+    /// Also check the Proxmox storage for taken versions (an error without Proxmox settings;
+    /// with PM_* settings present it is always checked).
+    #[arg(long)]
+    remote: bool,
     /// Accept a base image not pinned by digest.
     #[arg(long)]
     allow_unpinned: bool,
@@ -249,11 +299,17 @@ async fn run(cli: Cli, ui: &Ui) -> anyhow::Result<serde_json::Value> {
                     allow_unpinned: args.allow_unpinned,
                 },
             )?;
+            let out_dir = root.join(&args.out_dir);
+            let stores = remote_stores(args.remote)?;
+            let seen = version::resolve(&root, &def.name, &def.prefix, &out_dir, &stores).await?;
             if !args.next && args.version.is_none() {
                 anyhow::bail!(
                     "say which version to build\n  fix: pass --next (the next free version, v{}) or --version N",
-                    version::next_local(&root.join(&args.out_dir), &def.prefix)
+                    seen.next()
                 );
+            }
+            if let Some(n) = args.version {
+                version::check_free(&seen, &def.prefix, n)?;
             }
             let opts = BuildOptions {
                 version: args.version,
@@ -262,6 +318,7 @@ async fn run(cli: Cli, ui: &Ui) -> anyhow::Result<serde_json::Value> {
                 compression: args.pack.compression()?,
                 threads: args.pack.threads(),
                 source_date_epoch: args.pack.source_date_epoch,
+                taken_elsewhere: seen.remote.clone(),
             };
             let result = build::run(&def, &opts, ui).await?;
             Ok(json!({
@@ -273,6 +330,7 @@ async fn run(cli: Cli, ui: &Ui) -> anyhow::Result<serde_json::Value> {
                 "size": result.manifest.artifact.size,
                 "sha256_file": result.sha256_file,
                 "manifest": result.manifest_file,
+                "ledger": ledger::path(&root, &def.name),
             }))
         }
         Command::Export(args) => {
@@ -328,19 +386,138 @@ async fn run(cli: Cli, ui: &Ui) -> anyhow::Result<serde_json::Value> {
             }
             Ok(value)
         }
-        Command::NextVersion { image, out_dir } => {
-            let def = definition::load(
-                &root,
-                &image,
-                LoadOptions {
-                    allow_unpinned: true,
-                },
-            )?;
-            let n = version::next_local(&root.join(out_dir), &def.prefix);
+        Command::NextVersion {
+            image,
+            out_dir,
+            remote,
+        } => {
+            let def = load_any(&root, &image)?;
+            let stores = remote_stores(remote)?;
+            let seen =
+                version::resolve(&root, &def.name, &def.prefix, &root.join(out_dir), &stores)
+                    .await?;
+            let n = seen.next();
             if !cli.json {
                 println!("{n}");
             }
-            Ok(json!({ "image": def.name, "prefix": def.prefix, "next": n }))
+            let max = |v: &[(u64, String)]| v.iter().map(|(n, _)| *n).max();
+            Ok(json!({
+                "image": def.name,
+                "prefix": def.prefix,
+                "next": n,
+                "highest": { "local": max(&seen.local), "ledger": max(&seen.ledger), "remote": max(&seen.remote) },
+                "stores": seen.stores,
+            }))
+        }
+        Command::List {
+            image,
+            out_dir,
+            remote,
+        } => {
+            let stores = remote_stores(remote)?;
+            let out_dir = root.join(out_dir);
+            let names = match &image {
+                Some(i) => vec![i.clone()],
+                None => {
+                    let mut n = definition::available(&root);
+                    n.extend(ledger::images(&root));
+                    n.sort();
+                    n.dedup();
+                    n
+                }
+            };
+            let mut all = Vec::new();
+            for name in names {
+                // A ledger whose definition is gone still lists (with the ledger's prefix).
+                let (image, prefix) = match load_any(&root, &name) {
+                    Ok(d) => (d.name, d.prefix),
+                    Err(e) => match ledger::load(&root, &name) {
+                        Ok(Some(l)) if image.is_none() => (l.image, l.prefix),
+                        _ => return Err(e),
+                    },
+                };
+                let l = listing::list(&root, &image, &prefix, &out_dir, &stores).await?;
+                if !cli.json {
+                    print!("{}", l.render());
+                }
+                all.push(l);
+            }
+            Ok(if image.is_some() {
+                serde_json::to_value(&all[0])?
+            } else {
+                serde_json::to_value(&all)?
+            })
+        }
+        Command::Promote {
+            image,
+            version: v,
+            storage,
+        } => {
+            let def = load_any(&root, &image)?;
+            let n = parse_version_arg(&v)?;
+            // Without Proxmox settings there is nothing to verify against: the local checks
+            // (recorded, validated) still run first, then the missing settings are reported.
+            let stores = remote_stores(false)?;
+            let p = match promote::promote(&root, &def.name, n, &storage, &stores).await {
+                Err(promote::PromoteError::NoStore { .. }) if stores.is_empty() => {
+                    return Err(remote_stores(true).err().unwrap_or_else(|| {
+                        anyhow::anyhow!("no Proxmox store is configured for storage '{storage}'")
+                    }));
+                }
+                r => r?,
+            };
+            ui.stage(
+                "promote",
+                format!("{} v{} → {}", p.image, p.version, p.volid),
+            );
+            ui.info(format!(
+                "present on {} with {} bytes",
+                p.verified_on.join(", "),
+                p.size
+            ));
+            for w in &p.warnings {
+                ui.warn(w);
+            }
+            if !cli.json {
+                if p.changed {
+                    print!("{}", p.diff);
+                    println!("\n# commit the promotion:");
+                    for c in &p.git {
+                        println!("{c}");
+                    }
+                } else {
+                    println!(
+                        "{} already pins {}; nothing changed",
+                        p.tfvars.display(),
+                        p.volid
+                    );
+                }
+            }
+            let mut v = serde_json::to_value(&p)?;
+            v["ok"] = json!(true);
+            Ok(v)
+        }
+        Command::Diff {
+            args,
+            out_dir,
+            limit,
+        } => {
+            let (a, b) = if args.len() == 3 {
+                let def = load_any(&root, &args[0])?;
+                let out_dir = root.join(out_dir);
+                (
+                    artifact_of(&root, &def, &out_dir, &args[1])?,
+                    artifact_of(&root, &def, &out_dir, &args[2])?,
+                )
+            } else {
+                (PathBuf::from(&args[0]), PathBuf::from(&args[1]))
+            };
+            ui.stage("diff", format!("{} → {}", a.display(), b.display()));
+            let report = tokio::task::spawn_blocking(move || diff::diff(&a, &b)).await??;
+            if !cli.json {
+                print!("{}", report.render(limit));
+            }
+            Ok(serde_json::to_value(&report)?)
         }
         Command::Images => {
             let mut list = Vec::new();
@@ -378,6 +555,83 @@ async fn run(cli: Cli, ui: &Ui) -> anyhow::Result<serde_json::Value> {
             Ok(serde_json::Value::Null)
         }
     }
+}
+
+fn load_any(root: &std::path::Path, image: &str) -> anyhow::Result<Definition> {
+    Ok(definition::load(
+        root,
+        image,
+        LoadOptions {
+            allow_unpinned: true,
+        },
+    )?)
+}
+
+/// `v3` or `3` → 3.
+fn parse_version_arg(s: &str) -> anyhow::Result<u64> {
+    s.strip_prefix('v')
+        .unwrap_or(s)
+        .parse::<u64>()
+        .ok()
+        .filter(|n| *n > 0)
+        .ok_or_else(|| {
+            anyhow::anyhow!("'{s}' is not a version\n  fix: write it as vN or N, e.g. v3")
+        })
+}
+
+/// The local artifact of version `v` (`vN` or `N`) of `def`.
+fn artifact_of(
+    root: &std::path::Path,
+    def: &Definition,
+    out_dir: &std::path::Path,
+    v: &str,
+) -> anyhow::Result<PathBuf> {
+    let n = parse_version_arg(v)?;
+    if let Some((_, p)) = version::local_artifacts(out_dir, &def.prefix)
+        .into_iter()
+        .find(|(x, _)| *x == n)
+    {
+        return Ok(p);
+    }
+    let recorded = ledger::load(root, &def.name)?
+        .and_then(|l| l.entry(n).map(|e| e.file.clone()))
+        .map(|f| format!(" (the ledger records it as {f})"))
+        .unwrap_or_default();
+    anyhow::bail!(
+        "v{n} of {} is not in {}{recorded}\n  fix: diff needs both archives on this machine; pass --out-dir where they are, or two file paths",
+        def.name,
+        out_dir.display()
+    )
+}
+
+/// MERGE POINT — wire to the Proxmox client here (`lxcforge::proxmox::Client`).
+///
+/// The Proxmox storages that next-version, build, list and promote consult: one
+/// `TemplateStore` per configured node/storage, whose `list_templates` is
+/// `Client::list_templates(node, storage)` with its items converted to
+/// `lxcforge::remote::RemoteTemplate`. Until the client is merged: no PM_* settings → no
+/// stores (an error when `required`, i.e. `--remote`); PM_* settings present → an error, so a
+/// configured Proxmox is never silently ignored.
+fn remote_stores(required: bool) -> anyhow::Result<Vec<Box<dyn TemplateStore>>> {
+    // Names only: values may be secrets.
+    let set: Vec<String> = std::env::vars_os()
+        .filter_map(|(k, v)| {
+            let k = k.to_str()?;
+            (k.starts_with("PM_") && !v.is_empty()).then(|| k.to_owned())
+        })
+        .collect();
+    if set.is_empty() {
+        if required {
+            anyhow::bail!(
+                "Proxmox settings are not configured (PM_API_URL and the other PM_* variables are unset), so the storage cannot be listed\n  fix: set PM_API_URL and the API token settings, or leave out --remote to use the local artifacts and the ledger only"
+            );
+        }
+        return Ok(Vec::new());
+    }
+    anyhow::bail!(
+        "Proxmox settings are present ({}), but remote support is not wired into this lxcforge yet, so the storage cannot be checked\n  fix: unset the PM_* variables to work from the local artifacts and the ledger only",
+        set.join(", ")
+    )
 }
 
 #[cfg(test)]

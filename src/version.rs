@@ -142,16 +142,26 @@ fn reserved_dir(out_dir: &Path) -> PathBuf {
     out_dir.join(".reserved")
 }
 
-/// Versions seen locally: published artifacts and live reservations, with what holds each.
-pub fn local_versions(out_dir: &Path, prefix: &str) -> Vec<(u64, String)> {
+/// Published artifacts of `prefix` in `out_dir`, ascending.
+pub fn local_artifacts(out_dir: &Path, prefix: &str) -> Vec<(u64, PathBuf)> {
     let mut found = Vec::new();
     for entry in std::fs::read_dir(out_dir).into_iter().flatten().flatten() {
         if let Some(name) = entry.file_name().to_str()
             && let Some(v) = parse_version(prefix, name)
         {
-            found.push((v, entry.path().display().to_string()));
+            found.push((v, entry.path()));
         }
     }
+    found.sort();
+    found
+}
+
+/// Versions seen locally: published artifacts and live reservations, with what holds each.
+pub fn local_versions(out_dir: &Path, prefix: &str) -> Vec<(u64, String)> {
+    let mut found: Vec<(u64, String)> = local_artifacts(out_dir, prefix)
+        .into_iter()
+        .map(|(v, p)| (v, p.display().to_string()))
+        .collect();
     for entry in std::fs::read_dir(reserved_dir(out_dir))
         .into_iter()
         .flatten()
@@ -466,13 +476,17 @@ mod tests {
         let out = root.path().join("artifacts");
         std::fs::create_dir_all(&out).unwrap();
         let none: &[Fake] = &[];
-        let seen = |stores: &[Fake]| {
-            block_on(resolve(root.path(), "image", "img", &out, stores)).unwrap()
-        };
+        let seen =
+            |stores: &[Fake]| block_on(resolve(root.path(), "image", "img", &out, stores)).unwrap();
         // nothing anywhere → 1
         assert_eq!(seen(none).next(), 1);
         // local v1, v2, v10 → 11; names that do not match are ignored
-        for f in ["img-v1.tar.gz", "img-v2.tar.zst", "img-v10.tar.gz", "img-v12.json"] {
+        for f in [
+            "img-v1.tar.gz",
+            "img-v2.tar.zst",
+            "img-v10.tar.gz",
+            "img-v12.json",
+        ] {
             std::fs::write(out.join(f), b"").unwrap();
         }
         assert_eq!(seen(none).next(), 11);
@@ -480,11 +494,20 @@ mod tests {
         crate::ledger::record_build(root.path(), "image", "img", ledger_entry(14)).unwrap();
         let s = seen(none);
         assert_eq!(s.next(), 15);
-        assert!(s.holder(14).unwrap().contains("versions/image.json"), "{s:?}");
+        assert!(
+            s.holder(14).unwrap().contains("versions/image.json"),
+            "{s:?}"
+        );
         // a version only on Proxmox storage counts; foreign and malformed names do not
         let stores = [
-            Fake("local", vec!["img-v20.tar.gz", "img-v99.iso", "other-v50.tar.gz"]),
-            Fake("nas", vec!["img-v030.tar.gz", "img-v17.tar.zst", "img-vx.tar.gz"]),
+            Fake(
+                "local",
+                vec!["img-v20.tar.gz", "img-v99.iso", "other-v50.tar.gz"],
+            ),
+            Fake(
+                "nas",
+                vec!["img-v030.tar.gz", "img-v17.tar.zst", "img-vx.tar.gz"],
+            ),
         ];
         let s = seen(&stores);
         assert_eq!(s.next(), 21, "{s:?}");
@@ -492,15 +515,25 @@ mod tests {
             s.remote.iter().map(|(v, _)| *v).collect::<Vec<_>>(),
             [17, 20]
         );
-        assert!(s.holder(17).unwrap().contains("nas:vztmpl/img-v17.tar.zst on pve1/nas"));
+        assert!(
+            s.holder(17)
+                .unwrap()
+                .contains("nas:vztmpl/img-v17.tar.zst on pve1/nas")
+        );
         assert_eq!(s.stores, ["pve1/local", "pve1/nas"]);
         // an explicit version is refused wherever it exists
         for v in [2, 14, 17] {
             let e = check_free(&s, "img", v).unwrap_err().to_string();
-            assert!(e.contains("already exists") && e.contains("would be v21"), "{e}");
+            assert!(
+                e.contains("already exists") && e.contains("would be v21"),
+                "{e}"
+            );
         }
         check_free(&s, "img", 3).unwrap();
-        assert!(matches!(check_free(&s, "img", 0), Err(VersionError::Zero(_))));
+        assert!(matches!(
+            check_free(&s, "img", 0),
+            Err(VersionError::Zero(_))
+        ));
     }
 
     #[test]
@@ -521,7 +554,10 @@ mod tests {
         let e = Reservation::acquire_beyond(d.path(), "img", Some(5), &elsewhere)
             .unwrap_err()
             .to_string();
-        assert!(e.contains("on pve1/local") && e.contains("would be v7"), "{e}");
+        assert!(
+            e.contains("on pve1/local") && e.contains("would be v7"),
+            "{e}"
+        );
         let r3 = Reservation::acquire_beyond(d.path(), "img", Some(3), &elsewhere).unwrap();
         assert_eq!(r3.version, 3);
     }

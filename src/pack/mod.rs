@@ -18,7 +18,7 @@ pub mod member;
 pub mod policy;
 mod sink;
 mod spool;
-mod tarread;
+pub(crate) mod tarread;
 mod tarwrite;
 
 use std::any::Any;

@@ -159,6 +159,79 @@ impl<R: Read> Read for Limited<R> {
     }
 }
 
+/// The decompressing reader for `actual` (bzip2 and lzop are not decoded: an `Unsupported`
+/// error).
+fn decoder<'a, R: Read + 'a>(actual: Compression, r: R) -> io::Result<Box<dyn Read + 'a>> {
+    Ok(match actual {
+        Compression::None => Box::new(r),
+        Compression::Gzip => Box::new(flate2::read::MultiGzDecoder::new(r)),
+        Compression::Zstd => {
+            let mut d = zstd::stream::read::Decoder::new(r)?;
+            // At most a 128 MiB window (zstd's own default limit; be explicit).
+            d.window_log_max(27)?;
+            Box::new(d)
+        }
+        Compression::Xz => Box::new(liblzma::read::XzDecoder::new_multi_decoder(r)),
+        Compression::Bzip2 | Compression::Lzop => {
+            return Err(io::Error::new(
+                io::ErrorKind::Unsupported,
+                format!("{}-compressed input is not decoded", actual.name()),
+            ));
+        }
+    })
+}
+
+/// The uncompressed tar stream of a template, whatever its compression (sniffed from the
+/// content, as `scan` does), with the same decompression limits. For readers other than the
+/// validator (`lxcforge diff`); returns the compression's name too.
+pub(crate) fn decompressed<'a, R: Read + 'a>(
+    file_name: &str,
+    r: R,
+) -> Result<(Box<dyn Read + 'a>, &'static str), ValidateError> {
+    let count = Rc::new(Cell::new(0u64));
+    let mut raw = Raw {
+        inner: r,
+        count: count.clone(),
+        failed: Rc::new(Cell::new(false)),
+    };
+    let read_err = |source| ValidateError::Read {
+        file: file_name.to_string(),
+        source,
+    };
+    let mut head = Vec::with_capacity(512);
+    (&mut raw)
+        .take(512)
+        .read_to_end(&mut head)
+        .map_err(read_err)?;
+    let Some(actual) = sniff(&head) else {
+        return Err(ValidateError::NotAnArchive {
+            file: file_name.to_string(),
+            magic: head
+                .iter()
+                .take(8)
+                .map(|b| format!("{b:02x}"))
+                .collect::<Vec<_>>()
+                .join(" "),
+        });
+    };
+    if matches!(actual, Compression::Bzip2 | Compression::Lzop) {
+        return Err(ValidateError::UnsupportedCompression {
+            file: file_name.to_string(),
+            compression: actual.name(),
+        });
+    }
+    let inner = decoder(actual, io::Cursor::new(head).chain(raw)).map_err(read_err)?;
+    Ok((
+        Box::new(Limited {
+            inner,
+            produced: 0,
+            compressed: count,
+            check_ratio: actual != Compression::None,
+        }),
+        actual.name(),
+    ))
+}
+
 pub(crate) struct Scan {
     pub tree: Tree,
     /// The archive could not be read to its end; content checks would be meaningless.
@@ -234,18 +307,7 @@ pub(crate) fn scan<R: Read>(
     }
 
     let joined = io::Cursor::new(head).chain(raw);
-    let decoder: Box<dyn Read + '_> = match actual {
-        Compression::None => Box::new(joined),
-        Compression::Gzip => Box::new(flate2::read::MultiGzDecoder::new(joined)),
-        Compression::Zstd => {
-            let mut d = zstd::stream::read::Decoder::new(joined).map_err(read_err)?;
-            // At most a 128 MiB window (zstd's own default limit; be explicit).
-            d.window_log_max(27).map_err(read_err)?;
-            Box::new(d)
-        }
-        Compression::Xz => Box::new(liblzma::read::XzDecoder::new_multi_decoder(joined)),
-        Compression::Bzip2 | Compression::Lzop => unreachable!("refused above"),
-    };
+    let decoder = decoder(actual, joined).map_err(read_err)?;
     let mut limited = Limited {
         inner: decoder,
         produced: 0,

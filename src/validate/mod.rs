@@ -8,7 +8,7 @@
 //! The source for every Proxmox rule is `shared/reference/proxmox-api.md` §8.
 
 mod hygiene;
-mod input;
+pub(crate) mod input;
 pub mod pve;
 mod tar;
 mod tree;
