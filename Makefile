@@ -2,18 +2,21 @@
 #
 #   make image.build-next [IMAGE=ubuntu-24.04]   build the next version of an image
 #   make image.build VERSION=N [IMAGE=…]         build exactly version N
+#   make image.list [IMAGE=…]                    versions, uploads and the Terraform pin
+#   make image.promote IMAGE=… VERSION=N STORAGE=…   pin vN in versions/<IMAGE>.auto.tfvars.json
 #   make base.debian-12                          debootstrap the offline Debian 12 base
 #   make test                                    the whole test suite (needs root, Docker, LXC)
 
 IMAGE   ?= ubuntu-24.04
 VERSION ?=
+STORAGE ?=
 OUT     ?= artifacts
 CARGO   ?= cargo
 LXCFORGE_FLAGS ?=
 LXCFORGE := target/release/lxcforge
 SOURCES := Cargo.toml $(wildcard Cargo.lock) $(shell find src -name '*.rs' 2>/dev/null)
 
-.PHONY: fuzz all image.build-next image.build images deps.build deps.test test test.unit lint completions clean.artifacts
+.PHONY: fuzz all image.build-next image.build image.list image.promote images deps.build deps.test test test.unit lint completions clean.artifacts
 
 all: $(LXCFORGE)
 
@@ -42,6 +45,14 @@ image.build-next: deps.build $(LXCFORGE) base.$(IMAGE)
 image.build: deps.build $(LXCFORGE) base.$(IMAGE)
 	@test -n "$(VERSION)" || { echo "usage: make image.build VERSION=N [IMAGE=$(IMAGE)]" >&2; exit 2; }
 	$(LXCFORGE) build $(IMAGE) --version $(VERSION) --out-dir $(OUT) $(LXCFORGE_FLAGS)
+
+# Without IMAGE on the command line (or in the environment): every image.
+image.list: $(LXCFORGE)
+	$(LXCFORGE) list $(if $(filter file,$(origin IMAGE)),,$(IMAGE)) --out-dir $(OUT) $(LXCFORGE_FLAGS)
+
+image.promote: $(LXCFORGE)
+	@test -n "$(VERSION)" -a -n "$(STORAGE)" || { echo "usage: make image.promote IMAGE=$(IMAGE) VERSION=N STORAGE=<proxmox storage>" >&2; exit 2; }
+	$(LXCFORGE) promote $(IMAGE) $(VERSION) --storage $(STORAGE) $(LXCFORGE_FLAGS)
 
 images: $(LXCFORGE)
 	$(LXCFORGE) images

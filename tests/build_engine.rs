@@ -183,6 +183,20 @@ fn builds_a_tiny_image_into_a_complete_artifact() {
     );
     assert_eq!(m["tool"]["version"], env!("CARGO_PKG_VERSION"));
 
+    // the ledger records the published version (versions/<image>.json under the root)
+    let ledger_file = p.path().join(format!("versions/{image}.json"));
+    let ledger = |f: &std::path::Path| -> serde_json::Value {
+        serde_json::from_slice(&std::fs::read(f).expect("ledger written")).unwrap()
+    };
+    let l = ledger(&ledger_file);
+    assert_eq!(l["image"], image.as_str());
+    assert_eq!(l["versions"][0]["version"], 1);
+    assert_eq!(l["versions"][0]["file"], name.as_str());
+    assert_eq!(l["versions"][0]["sha256"], result["sha256"]);
+    assert_eq!(l["versions"][0]["size"], m["artifact"]["size"]);
+    assert_eq!(l["versions"][0]["base_digest"], m["base"]["digest"]);
+    assert_eq!(l["versions"][0]["validation"]["passed"], true);
+
     // nothing left on the engine or on disk
     assert!(containers_named(&format!("lxcforge-{image}-")).is_empty());
     assert!(
@@ -206,6 +220,9 @@ fn builds_a_tiny_image_into_a_complete_artifact() {
             .join(format!("{image}-rootfs-v2.tar.gz"))
             .is_file()
     );
+    let l = ledger(&ledger_file);
+    assert_eq!(l["versions"].as_array().unwrap().len(), 2, "{l}");
+    assert_eq!(l["versions"][1]["version"], 2);
 
     // an explicit existing version is refused, and nothing is overwritten
     let before = sha256_file(&artifact);
@@ -242,6 +259,10 @@ fn a_failing_script_stops_the_build_and_leaves_nothing() {
         p.artifact_names().is_empty(),
         "files left: {:?}",
         p.artifact_names()
+    );
+    assert!(
+        !p.path().join(format!("versions/{image}.json")).exists(),
+        "a failed build was recorded"
     );
     cleanup_images(&p);
 }

@@ -17,6 +17,9 @@ fn help_lists_every_command() {
         "export",
         "validate",
         "next-version",
+        "list",
+        "promote",
+        "diff",
         "images",
         "completions",
     ] {
