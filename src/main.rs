@@ -432,7 +432,7 @@ async fn run(cli: Cli, ui: &Ui) -> anyhow::Result<serde_json::Value> {
                 let (image, prefix) = match load_any(&root, &name) {
                     Ok(d) => (d.name, d.prefix),
                     Err(e) => match ledger::load(&root, &name) {
-                        Ok(Some(l)) if image.is_none() => (l.image, l.prefix),
+                        Ok(Some(l)) => (l.image, l.prefix),
                         _ => return Err(e),
                     },
                 };

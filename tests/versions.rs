@@ -504,7 +504,7 @@ fn list_shows_versions_uploads_and_the_pin() {
         "img",
         1,
         "local",
-        &[local.clone()],
+        std::slice::from_ref(&local),
     ))
     .unwrap();
     let out = d.path().join("artifacts");
