@@ -494,7 +494,13 @@ fn export_packs_an_existing_container() {
 
 /// Removes the base images a test project imported (the build keeps them as a cache).
 fn cleanup_images(p: &Project) {
-    let _ = p;
+    // Only this project's images: tests running in parallel share the process id, so a pid
+    // match alone would remove another test's base between its two builds.
+    let names: Vec<String> = std::fs::read_dir(p.path().join("images"))
+        .unwrap()
+        .flatten()
+        .filter_map(|e| Some(e.path().file_stem()?.to_str()?.to_owned()))
+        .collect();
     let o = Command::new("docker")
         .args([
             "images",
@@ -506,7 +512,10 @@ fn cleanup_images(p: &Project) {
         .output()
         .unwrap();
     for img in stdout(&o).lines() {
-        if img.contains(&format!("-{}:", std::process::id())) {
+        if names
+            .iter()
+            .any(|n| img.starts_with(&format!("lxcforge-base/{}:", n.to_ascii_lowercase())))
+        {
             let _ = Command::new("docker").args(["rmi", "-f", img]).output();
         }
     }
