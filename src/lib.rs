@@ -10,6 +10,7 @@ pub mod engine;
 pub mod export;
 pub mod fetch;
 pub mod pack;
+pub mod proxmox;
 pub mod ui;
 pub mod validate;
 pub mod version;

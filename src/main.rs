@@ -62,6 +62,7 @@ enum Command {
     },
     /// List the image definitions in the project.
     Images,
+    Upload(lxcforge::proxmox::cli::UploadArgs),
     /// Print a shell completion script, e.g. `lxcforge completions bash > /etc/bash_completion.d/lxcforge`.
     Completions {
         #[arg(value_enum)]
@@ -368,6 +369,17 @@ async fn run(cli: Cli, ui: &Ui) -> anyhow::Result<serde_json::Value> {
             }
             Ok(json!(list))
         }
+        Command::Upload(args) => lxcforge::proxmox::cli::run(args, &root, ui)
+            .await
+            .map_err(|f| {
+                if cli.json {
+                    println!(
+                        "{}",
+                        serde_json::to_string_pretty(&f.json).unwrap_or_default()
+                    );
+                }
+                Exit::quiet(f.code, f.message).into()
+            }),
         Command::Completions { shell } => {
             clap_complete::generate(
                 shell,
