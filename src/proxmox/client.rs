@@ -39,6 +39,7 @@ pub struct StorageInfo {
     pub shared: bool,
     pub enabled: bool,
     pub active: bool,
+    pub total: Option<u64>,
     pub avail: Option<u64>,
 }
 
@@ -221,6 +222,7 @@ pub fn parse_storages(data: &Value) -> Result<Vec<StorageInfo>, String> {
                 shared: as_flag(it.get("shared")).unwrap_or(false),
                 enabled: as_flag(it.get("enabled")).unwrap_or(true),
                 active: as_flag(it.get("active")).unwrap_or(true),
+                total: it.get("total").and_then(as_u64),
                 avail: it.get("avail").and_then(as_u64),
             })
         })

@@ -127,7 +127,7 @@ pub enum ProxmoxError {
     },
 
     #[error(
-        "node '{node}' received the whole upload, but the connection closed before it answered ({detail})\n  cause: Proxmox may have started the copy anyway; lxcforge does not send the file again in that case\n  state: {state}\n  fix: check the node's task list (Datacenter → node → Task History, type imgcopy) and the storage's content, then run the upload again: it refuses if the template arrived"
+        "the whole upload went out to node '{node}', but the connection closed before it answered ({detail})\n  cause: Proxmox may have started the copy anyway; lxcforge does not send the file again in that case\n  state: {state}\n  fix: check the node's task list (Datacenter → node → Task History, type imgcopy) and the storage's content, then run the upload again: it refuses if the template arrived"
     )]
     AnswerLost {
         node: String,

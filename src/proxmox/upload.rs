@@ -251,8 +251,10 @@ pub async fn preflight(
         return Err(ProxmoxError::StorageUnusable {
             storage: storage.into(),
             node: node.into(),
-            state: "disabled".into(),
-            fix: format!("enable it (`pvesm set {storage} --disable 0`) or choose another storage"),
+            state: "disabled, or not available on this node".into(),
+            fix: format!(
+                "enable it for node '{node}' (Datacenter → Storage → {storage}: Enable, Nodes; or `pvesm set {storage} --disable 0`), or choose another storage"
+            ),
         });
     }
     if !info.holds("vztmpl") {
@@ -283,7 +285,9 @@ pub async fn preflight(
             fix: format!("check `pvesm status --storage {storage}` on the node"),
         });
     }
-    if let Some(avail) = info.avail
+    // A storage reporting no size (total 0) reports no free space either.
+    if let (Some(total), Some(avail)) = (info.total, info.avail)
+        && total > 0
         && avail < local.size
     {
         return Err(ProxmoxError::DiskFull {
@@ -443,7 +447,11 @@ pub async fn upload_one(sh: &Shared<'_>, target: &Target) -> Result<UploadReport
                         state,
                     });
                 }
-                // The body did not get out in full, so Proxmox started nothing: safe to resend.
+                // The body did not get out in full, so Proxmox started nothing: safe to resend,
+                // unless the cut was Proxmox refusing the token (it closes early on 401/403).
+                if let Some(e) = diagnose_cut(sh.client, storage).await {
+                    return Err(e);
+                }
                 let Some(delay) = delays.next() else {
                     return Err(ProxmoxError::ConnectionCut {
                         url: sh.client.base_url().to_string(),
@@ -510,6 +518,28 @@ pub async fn upload_one(sh: &Shared<'_>, target: &Target) -> Result<UploadReport
         upid,
         duration_secs: (started.elapsed().as_secs_f64() * 1000.0).round() / 1000.0,
         shared: target.storage.shared,
+    })
+}
+
+/// After a cut mid-upload: is the token refused (Proxmox answers an early 401/403 on the
+/// upload URL by closing the connection once its buffer is full)? `None` when nothing says so.
+async fn diagnose_cut(client: &Client, storage: &str) -> Option<ProxmoxError> {
+    if let Err(e @ ProxmoxError::Auth { .. }) = client.version().await {
+        return Some(e);
+    }
+    let path = format!("/storage/{storage}");
+    let privs = client.privileges(&path).await?;
+    if privs.iter().any(|p| p == "Datastore.AllocateTemplate") {
+        return None;
+    }
+    Some(ProxmoxError::Forbidden {
+        action: "to upload".into(),
+        reason: format!(
+            "(the upload's connection was closed early; GET /access/permissions shows no Datastore.AllocateTemplate on {path})"
+        ),
+        token_id: client.token_id().to_string(),
+        userid: client.token_id().userid(),
+        storage: storage.into(),
     })
 }
 
@@ -986,6 +1016,7 @@ mod tests {
             shared,
             enabled: true,
             active: true,
+            total: None,
             avail: None,
         };
         let t = |n: &str, shared| Target {
