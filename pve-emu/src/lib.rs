@@ -101,6 +101,7 @@ pub struct TaskRecord {
 pub struct Emulator {
     addr: SocketAddr,
     cert_pem: String,
+    cert_der: Vec<u8>,
     fingerprint: String,
     shared: Arc<state::Shared>,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
@@ -155,6 +156,11 @@ impl Emulator {
     /// The self-signed certificate (SAN IP 127.0.0.1, DNS localhost), PEM.
     pub fn cert_pem(&self) -> String {
         self.cert_pem.clone()
+    }
+
+    /// The certificate, DER.
+    pub fn cert_der(&self) -> Vec<u8> {
+        self.cert_der.clone()
     }
 
     /// SHA-256 of the certificate's DER, as Proxmox shows it: `AB:CD:…` (upper-case hex).

@@ -85,6 +85,7 @@ async fn setup(
     let emulator = Emulator {
         addr,
         cert_pem: tls.cert_pem.clone(),
+        cert_der: tls.cert_der.clone(),
         fingerprint: tls.fingerprint.clone(),
         shared: shared.clone(),
         stop: Some(stop),

@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 pub struct Tls {
     pub cert_pem: String,
+    pub cert_der: Vec<u8>,
     pub fingerprint: String,
     pub config: Arc<rustls::ServerConfig>,
 }
@@ -37,6 +38,7 @@ pub fn generate() -> std::io::Result<Tls> {
         .map_err(|e| err(&e))?;
     Ok(Tls {
         cert_pem: certified.cert.pem(),
+        cert_der: cert_der.to_vec(),
         fingerprint: fingerprint(&cert_der),
         config: Arc::new(config),
     })
