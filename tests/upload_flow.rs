@@ -384,3 +384,32 @@ fn make_style_newest_artifact_of_an_image() {
     );
     fx.assert_stored_identical("pve", "local", &root.join("artifacts/tiny-lxc-v3.tar.gz"));
 }
+
+#[test]
+fn make_image_upload_takes_its_settings_from_the_environment() {
+    let fx = Fixture::start(config());
+    let file = fx.template("mk-v1.tar.gz", 300 << 10);
+    let bin = env!("CARGO_BIN_EXE_lxcforge");
+    let cmd = fx.cmd();
+    // Same environment as fx.cmd(), but through make; the make line is echoed to stdout.
+    let mut make = assert_cmd::Command::new("make");
+    for (k, v) in cmd.get_envs() {
+        match v {
+            Some(v) => make.env(k, v),
+            None => make.env_remove(k),
+        };
+    }
+    make.arg("-C")
+        .arg(env!("CARGO_MANIFEST_DIR"))
+        .arg("image.upload")
+        .arg(format!("FILE={}", file.display()))
+        .arg(format!("LXCFORGE={bin}"));
+    let r = run(&mut make, &[]);
+    r.assert_code(0);
+    assert!(
+        r.stdout.contains(" upload ") && r.stdout.contains("mk-v1.tar.gz"),
+        "{}",
+        r.stdout
+    );
+    fx.assert_stored_identical("pve", "local", &file);
+}
