@@ -372,3 +372,32 @@ fn one_bad_node_stops_all_before_any_upload() {
     assert!(fx.uploads().is_empty(), "nothing uploaded anywhere");
     assert!(fx.emu.stored_file("pve", "local", "m-v2.tar.gz").is_none());
 }
+
+#[test]
+fn a_node_failing_after_others_succeeded_is_named_with_the_ones_verified() {
+    let mut cfg = config();
+    cfg.nodes = vec!["pve".into(), "pve2".into()];
+    let fx = Fixture::start(cfg);
+    let file = fx.template("part-v1.tar.gz", 1 << 20);
+    fx.emu
+        .inject(Fault::TaskFails("import failed: injected".into()));
+    let r = run(
+        fx.cmd().args(["--json", "--node", "pve,pve2"]).arg(&file),
+        &[],
+    );
+    r.assert_code(1)
+        .assert_stderr("the upload failed on 1 of 2 node(s); the template is verified on: ")
+        .assert_stderr("import failed: injected");
+    let j = r.json();
+    assert_eq!(j["ok"], false);
+    let ok_node = j["uploads"][0]["node"].as_str().unwrap().to_owned();
+    let bad_node = j["failed"][0]["node"].as_str().unwrap().to_owned();
+    assert_ne!(ok_node, bad_node);
+    assert_eq!(j["uploads"].as_array().unwrap().len(), 1);
+    fx.assert_stored_identical(&ok_node, "local", &file);
+    assert!(
+        fx.emu
+            .stored_file(&bad_node, "local", "part-v1.tar.gz")
+            .is_none()
+    );
+}
