@@ -401,3 +401,14 @@ fn a_node_failing_after_others_succeeded_is_named_with_the_ones_verified() {
             .is_none()
     );
 }
+
+#[test]
+fn an_unknown_node_is_named() {
+    let fx = Fixture::start(config());
+    let file = fx.template("n-v1.tar.gz", 1000);
+    let r = run(fx.cmd().args(["--node", "pve,nosuchnode"]).arg(&file), &[]);
+    r.assert_code(1)
+        .assert_stderr("node 'nosuchnode' is not known to the cluster")
+        .assert_stderr("hostname lookup 'nosuchnode' failed");
+    assert!(fx.uploads().is_empty());
+}

@@ -97,6 +97,11 @@ pub enum ProxmoxError {
         candidates: String,
     },
 
+    #[error(
+        "node '{node}' is not known to the cluster behind the API URL ({detail})\n  fix: pass --node (or PM_NODE) with node names as the GUI's tree or `pvecm nodes` shows them"
+    )]
+    UnknownNode { node: String, detail: String },
+
     #[error("storage '{storage}' on node '{node}' is {state}\n  fix: {fix}")]
     StorageUnusable {
         storage: String,
@@ -206,7 +211,9 @@ impl ProxmoxError {
     pub fn is_transient(&self) -> bool {
         match self {
             ProxmoxError::Connect { .. } | ProxmoxError::Timeout { .. } => true,
-            ProxmoxError::Api { status, .. } => *status >= 500,
+            ProxmoxError::Api { status, reason, .. } => {
+                *status >= 500 && !reason.contains("hostname lookup")
+            }
             _ => false,
         }
     }

@@ -224,7 +224,15 @@ pub async fn preflight(
     storage: &str,
     local: &LocalTemplate,
 ) -> Result<Target, ProxmoxError> {
-    let list = client.storages(node).await?;
+    let list = match client.storages(node).await {
+        Err(ProxmoxError::Api { reason, .. }) if reason.contains("hostname lookup") => {
+            return Err(ProxmoxError::UnknownNode {
+                node: node.into(),
+                detail: reason,
+            });
+        }
+        other => other?,
+    };
     let Some(info) = list.iter().find(|s| s.storage == storage).cloned() else {
         if list.is_empty() {
             return Err(ProxmoxError::StorageInvisible {
