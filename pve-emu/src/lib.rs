@@ -68,6 +68,10 @@ pub struct RecordedRequest {
     pub status: Option<u16>,
     /// The reason phrase sent with the status.
     pub reason: Option<String>,
+    /// How often pveproxy handed the request to the API handler: 1 normally, 0 when it never
+    /// got that far, more when bytes after an upload's closing boundary arrived in a later
+    /// read (each run can start another task, ref §11).
+    pub handler_runs: u32,
 }
 
 impl RecordedRequest {

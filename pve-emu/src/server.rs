@@ -254,6 +254,9 @@ impl Rec<'_> {
     fn body(&self, n: u64) {
         self.shared.update_request(self.idx, |r| r.body_len = n);
     }
+    fn handler_run(&self) {
+        self.shared.update_request(self.idx, |r| r.handler_runs += 1);
+    }
     fn parts(&self, names: &[String]) {
         let names = names.to_vec();
         self.shared.update_request(self.idx, |r| r.part_names = names);
@@ -345,6 +348,7 @@ async fn one_request(shared: &Arc<Shared>, conn: &mut Conn, keep_alive: i32) -> 
         body_len: 0,
         status: None,
         reason: None,
+        handler_runs: 0,
     });
     let mut rec = Rec {
         shared,
@@ -679,6 +683,7 @@ async fn handle_request(
     }
     params.extend(multipart::decode_urlencoded(req.query()));
     params.remove("_dc");
+    rec.handler_run();
     let res = match status500_fault(shared, req) {
         Some(r) => r,
         None => {
@@ -810,6 +815,7 @@ async fn upload(
 
     let ctx = UploadCtx { tmp_virt };
     let run_handler = |mp: &Multipart| -> ApiResult {
+        rec.handler_run();
         if let Some(msg) = shared.take_fault(|f| match f {
             Fault::UploadStatus500(m) => Some(m.clone()),
             _ => None,
