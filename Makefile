@@ -4,6 +4,8 @@
 #   make image.build VERSION=N [IMAGE=…]         build exactly version N
 #   make image.list [IMAGE=…]                    versions, uploads and the Terraform pin
 #   make image.promote IMAGE=… VERSION=N STORAGE=…   pin vN in versions/<IMAGE>.auto.tfvars.json
+#   make image.upload [IMAGE=…|FILE=…]           upload the newest artifact (or FILE) to Proxmox
+#   make image.build-upload [IMAGE=…]            build the next version, then upload it
 #   make base.debian-12                          debootstrap the offline Debian 12 base
 #   make test                                    the whole test suite (needs root, Docker, LXC)
 
@@ -16,7 +18,7 @@ LXCFORGE_FLAGS ?=
 LXCFORGE := target/release/lxcforge
 SOURCES := Cargo.toml $(wildcard Cargo.lock) $(shell find src -name '*.rs' 2>/dev/null)
 
-.PHONY: fuzz all image.build-next image.build image.list image.promote images deps.build deps.test test test.unit lint completions clean.artifacts
+.PHONY: fuzz all image.build-next image.build image.list image.promote image.upload image.build-upload images deps.build deps.test test test.unit lint completions clean.artifacts
 
 all: $(LXCFORGE)
 
@@ -53,6 +55,15 @@ image.list: $(LXCFORGE)
 image.promote: $(LXCFORGE)
 	@test -n "$(VERSION)" -a -n "$(STORAGE)" || { echo "usage: make image.promote IMAGE=$(IMAGE) VERSION=N STORAGE=<proxmox storage>" >&2; exit 2; }
 	$(LXCFORGE) promote $(IMAGE) $(VERSION) --storage $(STORAGE) $(LXCFORGE_FLAGS)
+# Proxmox settings come from the environment (PM_API_URL, PM_API_TOKEN_ID, PM_API_TOKEN_SECRET,
+# PM_NODE, PM_STORAGE, or PROXMOX_VE_ENDPOINT/PROXMOX_VE_API_TOKEN); nothing secret is put on a
+# command line. UPLOAD_FLAGS passes more, e.g. UPLOAD_FLAGS="--node pve1,pve2 --ca-cert pve-root-ca.pem".
+UPLOAD_FLAGS ?=
+image.upload: $(LXCFORGE)
+	$(LXCFORGE) upload $(if $(FILE),$(FILE),--image $(IMAGE) --out-dir $(OUT)) $(UPLOAD_FLAGS)
+
+image.build-upload: image.build-next
+	$(LXCFORGE) upload --image $(IMAGE) --out-dir $(OUT) $(UPLOAD_FLAGS)
 
 images: $(LXCFORGE)
 	$(LXCFORGE) images

@@ -30,6 +30,7 @@ if [ "$what" = test ]; then
     need ss iproute2
     need ssh openssh-client
     need ssh-keygen openssh-client
+    need curl curl
     # The integration tests' tiny base image is a static busybox.
     dpkg -s busybox-static >/dev/null 2>&1 || missing="$missing busybox-static"
 fi

@@ -16,6 +16,7 @@ pub mod ledger;
 pub mod listing;
 pub mod pack;
 pub mod promote;
+pub mod proxmox;
 pub mod remote;
 pub mod ui;
 pub mod validate;

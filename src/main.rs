@@ -4,6 +4,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
+use anyhow::Context;
 use clap::{Args, CommandFactory, Parser, Subcommand, ValueEnum};
 use serde_json::json;
 
@@ -108,6 +109,7 @@ enum Command {
     },
     /// List the image definitions in the project.
     Images,
+    Upload(lxcforge::proxmox::cli::UploadArgs),
     /// Print a shell completion script, e.g. `lxcforge completions bash > /etc/bash_completion.d/lxcforge`.
     Completions {
         #[arg(value_enum)]
@@ -300,7 +302,7 @@ async fn run(cli: Cli, ui: &Ui) -> anyhow::Result<serde_json::Value> {
                 },
             )?;
             let out_dir = root.join(&args.out_dir);
-            let stores = remote_stores(args.remote)?;
+            let stores = remote_stores(args.remote, None, ui)?;
             let seen = version::resolve(&root, &def.name, &def.prefix, &out_dir, &stores).await?;
             if !args.next && args.version.is_none() {
                 anyhow::bail!(
@@ -392,7 +394,7 @@ async fn run(cli: Cli, ui: &Ui) -> anyhow::Result<serde_json::Value> {
             remote,
         } => {
             let def = load_any(&root, &image)?;
-            let stores = remote_stores(remote)?;
+            let stores = remote_stores(remote, None, ui)?;
             let seen =
                 version::resolve(&root, &def.name, &def.prefix, &root.join(out_dir), &stores)
                     .await?;
@@ -414,7 +416,7 @@ async fn run(cli: Cli, ui: &Ui) -> anyhow::Result<serde_json::Value> {
             out_dir,
             remote,
         } => {
-            let stores = remote_stores(remote)?;
+            let stores = remote_stores(remote, None, ui)?;
             let out_dir = root.join(out_dir);
             let names = match &image {
                 Some(i) => vec![i.clone()],
@@ -457,12 +459,16 @@ async fn run(cli: Cli, ui: &Ui) -> anyhow::Result<serde_json::Value> {
             let n = parse_version_arg(&v)?;
             // Without Proxmox settings there is nothing to verify against: the local checks
             // (recorded, validated) still run first, then the missing settings are reported.
-            let stores = remote_stores(false)?;
+            let stores = remote_stores(false, Some(&storage), ui)?;
             let p = match promote::promote(&root, &def.name, n, &storage, &stores).await {
                 Err(promote::PromoteError::NoStore { .. }) if stores.is_empty() => {
-                    return Err(remote_stores(true).err().unwrap_or_else(|| {
-                        anyhow::anyhow!("no Proxmox store is configured for storage '{storage}'")
-                    }));
+                    return Err(remote_stores(true, Some(&storage), ui)
+                        .err()
+                        .unwrap_or_else(|| {
+                            anyhow::anyhow!(
+                                "no Proxmox store is configured for storage '{storage}'"
+                            )
+                        }));
                 }
                 r => r?,
             };
@@ -545,6 +551,17 @@ async fn run(cli: Cli, ui: &Ui) -> anyhow::Result<serde_json::Value> {
             }
             Ok(json!(list))
         }
+        Command::Upload(args) => lxcforge::proxmox::cli::run(args, &root, ui)
+            .await
+            .map_err(|f| {
+                if cli.json {
+                    println!(
+                        "{}",
+                        serde_json::to_string_pretty(&f.json).unwrap_or_default()
+                    );
+                }
+                Exit::quiet(f.code, f.message).into()
+            }),
         Command::Completions { shell } => {
             clap_complete::generate(
                 shell,
@@ -604,34 +621,25 @@ fn artifact_of(
     )
 }
 
-/// MERGE POINT — wire to the Proxmox client here (`lxcforge::proxmox::Client`).
-///
-/// The Proxmox storages that next-version, build, list and promote consult: one
-/// `TemplateStore` per configured node/storage, whose `list_templates` is
-/// `Client::list_templates(node, storage)` with its items converted to
-/// `lxcforge::remote::RemoteTemplate`. Until the client is merged: no PM_* settings → no
-/// stores (an error when `required`, i.e. `--remote`); PM_* settings present → an error, so a
-/// configured Proxmox is never silently ignored.
-fn remote_stores(required: bool) -> anyhow::Result<Vec<Box<dyn TemplateStore>>> {
-    // Names only: values may be secrets.
-    let set: Vec<String> = std::env::vars_os()
-        .filter_map(|(k, v)| {
-            let k = k.to_str()?;
-            (k.starts_with("PM_") && !v.is_empty()).then(|| k.to_owned())
-        })
-        .collect();
-    if set.is_empty() {
+/// The Proxmox storages that next-version, build, list and promote consult: one store per
+/// configured node (`PM_NODE`), on `storage` or the configured one. No Proxmox settings in the
+/// environment → no stores (an error when `required`, i.e. `--remote`); settings present → they
+/// are used, so a configured Proxmox is never silently ignored.
+fn remote_stores(
+    required: bool,
+    storage: Option<&str>,
+    ui: &Ui,
+) -> anyhow::Result<Vec<Box<dyn TemplateStore>>> {
+    if lxcforge::proxmox::store::configured_vars().is_empty() {
         if required {
             anyhow::bail!(
-                "Proxmox settings are not configured (PM_API_URL and the other PM_* variables are unset), so the storage cannot be listed\n  fix: set PM_API_URL and the API token settings, or leave out --remote to use the local artifacts and the ledger only"
+                "Proxmox settings are not configured (PM_API_URL and the other PM_* variables are unset), so the storage cannot be listed\n  fix: set PM_API_URL, PM_API_TOKEN_ID, PM_API_TOKEN_SECRET and PM_NODE, or leave out --remote to use the local artifacts and the ledger only"
             );
         }
         return Ok(Vec::new());
     }
-    anyhow::bail!(
-        "Proxmox settings are present ({}), but remote support is not wired into this lxcforge yet, so the storage cannot be checked\n  fix: unset the PM_* variables to work from the local artifacts and the ledger only",
-        set.join(", ")
-    )
+    lxcforge::proxmox::store::stores_from_env(storage, ui)
+        .context("the Proxmox settings in the environment cannot be used to list the storage")
 }
 
 #[cfg(test)]
