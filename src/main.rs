@@ -62,6 +62,19 @@ enum Command {
     },
     /// List the image definitions in the project.
     Images,
+    /// Remove build containers left by builds that died (killed, or the engine was gone).
+    ///
+    /// Only containers whose build process is provably gone are removed; a build in progress,
+    /// another machine's build and containers without lxcforge's owner label are left alone.
+    /// Every build does this for its project before it starts.
+    Gc {
+        /// Every project's leftovers on this engine, not only this project's (--root).
+        #[arg(long)]
+        all: bool,
+        /// Only say what would be removed.
+        #[arg(long)]
+        dry_run: bool,
+    },
     /// Print a shell completion script, e.g. `lxcforge completions bash > /etc/bash_completion.d/lxcforge`.
     Completions {
         #[arg(value_enum)]
@@ -367,6 +380,34 @@ async fn run(cli: Cli, ui: &Ui) -> anyhow::Result<serde_json::Value> {
                 }
             }
             Ok(json!(list))
+        }
+        Command::Gc { all, dry_run } => {
+            let engine = lxcforge::engine::Engine::connect().await?;
+            let project = lxcforge::engine::project_id(&root);
+            let scope = (!all).then_some(project.as_str());
+            let swept = lxcforge::gc::sweep(&engine, scope, dry_run).await?;
+            for s in &swept {
+                let line = format!("{} build container {}: {}", s.action, s.name, s.reason);
+                if s.action == "failed" {
+                    ui.warn(line);
+                } else {
+                    ui.info(line);
+                }
+            }
+            let removed = swept.iter().filter(|s| s.action == "removed").count();
+            let failed = swept.iter().filter(|s| s.action == "failed").count();
+            if swept.is_empty() {
+                ui.info(format!(
+                    "no build containers of {} on {}",
+                    if all { "any project" } else { &project },
+                    engine.endpoint
+                ));
+            }
+            anyhow::ensure!(
+                failed == 0,
+                "{failed} leftover build container(s) could not be removed (see above)"
+            );
+            Ok(json!({ "ok": true, "removed": removed, "containers": swept }))
         }
         Command::Completions { shell } => {
             clap_complete::generate(

@@ -18,6 +18,7 @@ fn help_lists_every_command() {
         "validate",
         "next-version",
         "images",
+        "gc",
         "completions",
     ] {
         assert!(h.contains(cmd), "{cmd} missing from help:\n{h}");
