@@ -167,7 +167,7 @@ pub async fn run(
 ) -> Result<BuildResult, BuildError> {
     let cleanup = Cleanup::default();
     let engine_slot: tokio::sync::OnceCell<Engine> = tokio::sync::OnceCell::new();
-    let outcome = {
+    {
         let mut work = Box::pin(pipeline(def, opts, ui, &cleanup, &engine_slot));
         let mut sigint = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())
             .map_err(|e| BuildError::Failed(e.into()))?;
@@ -203,8 +203,7 @@ pub async fn run(
             }),
             other => other,
         }
-    };
-    outcome
+    }
 }
 
 async fn pipeline(
@@ -245,7 +244,7 @@ async fn pipeline(
 
     // 2. base
     let engine = engine_slot.get_or_try_init(Engine::connect).await?;
-    collect_leftovers(engine, &engine::project_id(&def.root), ui).await;
+    collect_leftovers(engine, &engine::project_id(&def.root), &opts.out_dir, ui).await;
     ui.stage(
         "base",
         format!("{} (engine: {})", def.base.describe(), engine.endpoint),
@@ -333,7 +332,7 @@ async fn pipeline(
         &staging.path(&file_name),
         &PackOptions {
             source_date_epoch: provenance.source_date_epoch,
-            compression: opts.compression.clone(),
+            compression: opts.compression,
             threads: opts.threads,
             spool_dir: staging.dir.clone(),
         },
@@ -435,9 +434,22 @@ async fn pipeline(
     })
 }
 
-/// Removes build containers that earlier builds of this project could not (see `gc`). Never
-/// fails the build.
-async fn collect_leftovers(engine: &Engine, project: &str, ui: &Ui) {
+/// Removes build containers and staging directories that earlier builds of this project could
+/// not (see `gc`). Never fails the build.
+async fn collect_leftovers(engine: &Engine, project: &str, out_dir: &Path, ui: &Ui) {
+    for s in crate::gc::sweep_staging(out_dir, false) {
+        match s.action {
+            "removed" => ui.info(format!(
+                "removed leftover staging dir {} ({})",
+                s.name, s.reason
+            )),
+            "failed" => ui.warn(format!(
+                "could not remove leftover {}: {}",
+                s.name, s.reason
+            )),
+            _ => {}
+        }
+    }
     match crate::gc::sweep(engine, Some(project), false).await {
         Ok(swept) => {
             for s in swept {

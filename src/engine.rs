@@ -244,10 +244,15 @@ impl Engine {
         let endpoint = self.endpoint.clone();
         move |e| {
             if is_connection_error(&e) {
+                let cause = match &e {
+                    // The client's own wrapper says nothing the causes do not.
+                    bollard::errors::Error::HyperLegacyError { err } => cause_chain(err),
+                    other => cause_chain(other),
+                };
                 EngineError::Lost {
                     endpoint,
                     action,
-                    cause: cause_chain(&e),
+                    cause,
                 }
             } else {
                 EngineError::Api {

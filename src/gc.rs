@@ -3,7 +3,9 @@
 //! every exit path it lives to see; when that removal cannot happen, the container stays, and
 //! this stage removes it later — at the start of the next build, or with `lxcforge gc`.
 //!
-//! A build collects its own project's leftovers (`org.lxcforge.project`); `lxcforge gc --all`
+//! Staging directories (`<out>/.staging-*`, holding a partial artifact when a build was killed
+//! while it exported) carry the same owner record in an `.owner` file, and are collected the
+//! same way. A build collects its own project's leftovers (`org.lxcforge.project`); `lxcforge gc --all`
 //! those of every project on the engine. Every build container carries an owner label naming
 //! the process that made it: host name,
 //! boot id, pid namespace, pid and the process's start time (which tells a reused pid apart).
@@ -198,6 +200,49 @@ pub async fn sweep(
     Ok(out)
 }
 
+/// Removes the staging directories in `out_dir` whose build is gone (a build killed while it
+/// exported leaves a partial artifact there). One without an owner file is left alone: it is
+/// being created, or an older lxcforge made it.
+pub fn sweep_staging(out_dir: &std::path::Path, dry_run: bool) -> Vec<Swept> {
+    let me = Owner::current();
+    let booted = boot_time();
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(out_dir).into_iter().flatten().flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if !name.starts_with(crate::artifact::STAGING_PREFIX) || !entry.path().is_dir() {
+            continue;
+        }
+        let owner = std::fs::read_to_string(entry.path().join(crate::artifact::OWNER_FILE)).ok();
+        let created = entry
+            .metadata()
+            .and_then(|m| m.modified())
+            .ok()
+            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+            .map_or(0, |d| d.as_secs() as i64);
+        let verdict = match (&me, owner) {
+            (Some(me), Some(o)) => judge(Some(o.trim()), created, me, booted, process_start),
+            (None, _) => Verdict::Unknown("this system has no /proc to tell".into()),
+            (_, None) => Verdict::Unknown("no owner file (being created, or older)".into()),
+        };
+        let (action, reason) = match verdict {
+            Verdict::Alive => ("kept", "its build is running".to_owned()),
+            Verdict::Unknown(why) => ("kept", why),
+            Verdict::Gone(why) if dry_run => ("would remove", why),
+            Verdict::Gone(why) => match std::fs::remove_dir_all(entry.path()) {
+                Ok(()) => ("removed", why),
+                Err(e) => ("failed", format!("{why}, but it cannot be removed: {e}")),
+            },
+        };
+        out.push(Swept {
+            name: entry.path().display().to_string(),
+            id: String::new(),
+            action,
+            reason,
+        });
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -210,6 +255,30 @@ mod tests {
             pid: 100,
             start: 5000,
         }
+    }
+
+    #[test]
+    fn dead_builds_staging_is_collected_live_and_unknown_kept() {
+        let out = tempfile::tempdir().unwrap();
+        let live = crate::artifact::Staging::create(out.path(), "live").unwrap();
+        let dead = out.path().join(".staging-dead");
+        std::fs::create_dir_all(&dead).unwrap();
+        std::fs::write(dead.join("x.tar.gz"), b"partial").unwrap();
+        let mut gone = Owner::current().unwrap();
+        gone.pid = 999_999_999; // above any pid_max
+        std::fs::write(dead.join(".owner"), gone.label()).unwrap();
+        let unknown = out.path().join(".staging-old");
+        std::fs::create_dir_all(&unknown).unwrap();
+        let dry = sweep_staging(out.path(), true);
+        assert_eq!(dry.iter().filter(|s| s.action == "would remove").count(), 1);
+        assert!(dead.exists());
+        let swept = sweep_staging(out.path(), false);
+        assert!(!dead.exists());
+        assert!(live.dir.exists() && unknown.exists());
+        let removed: Vec<_> = swept.iter().filter(|s| s.action == "removed").collect();
+        assert_eq!(removed.len(), 1, "{swept:?}");
+        assert!(removed[0].name.ends_with(".staging-dead"), "{swept:?}");
+        assert!(removed[0].reason.contains("is gone"), "{swept:?}");
     }
 
     #[test]

@@ -68,9 +68,12 @@ enum Command {
     /// another machine's build and containers without lxcforge's owner label are left alone.
     /// Every build does this for its project before it starts.
     Gc {
-        /// Every project's leftovers on this engine, not only this project's (--root).
+        /// Every project's leftover containers on this engine, not only this project's (--root).
         #[arg(long)]
         all: bool,
+        /// Also remove dead builds' staging directories (partial artifacts) here.
+        #[arg(long, default_value = "artifacts")]
+        out_dir: PathBuf,
         /// Only say what would be removed.
         #[arg(long)]
         dry_run: bool,
@@ -381,13 +384,24 @@ async fn run(cli: Cli, ui: &Ui) -> anyhow::Result<serde_json::Value> {
             }
             Ok(json!(list))
         }
-        Command::Gc { all, dry_run } => {
+        Command::Gc {
+            all,
+            out_dir,
+            dry_run,
+        } => {
             let engine = lxcforge::engine::Engine::connect().await?;
             let project = lxcforge::engine::project_id(&root);
             let scope = (!all).then_some(project.as_str());
-            let swept = lxcforge::gc::sweep(&engine, scope, dry_run).await?;
-            for s in &swept {
-                let line = format!("{} build container {}: {}", s.action, s.name, s.reason);
+            let mut swept = lxcforge::gc::sweep(&engine, scope, dry_run).await?;
+            let containers = swept.len();
+            swept.extend(lxcforge::gc::sweep_staging(&root.join(out_dir), dry_run));
+            for (i, s) in swept.iter().enumerate() {
+                let what = if i < containers {
+                    "build container"
+                } else {
+                    "staging dir"
+                };
+                let line = format!("{} {what} {}: {}", s.action, s.name, s.reason);
                 if s.action == "failed" {
                     ui.warn(line);
                 } else {
@@ -398,16 +412,17 @@ async fn run(cli: Cli, ui: &Ui) -> anyhow::Result<serde_json::Value> {
             let failed = swept.iter().filter(|s| s.action == "failed").count();
             if swept.is_empty() {
                 ui.info(format!(
-                    "no build containers of {} on {}",
+                    "nothing to collect: no build containers of {} on {}, no staging dirs",
                     if all { "any project" } else { &project },
                     engine.endpoint
                 ));
             }
             anyhow::ensure!(
                 failed == 0,
-                "{failed} leftover build container(s) could not be removed (see above)"
+                "{failed} leftover(s) could not be removed (see above)"
             );
-            Ok(json!({ "ok": true, "removed": removed, "containers": swept }))
+            let (c, d) = swept.split_at(containers);
+            Ok(json!({ "ok": true, "removed": removed, "containers": c, "staging": d }))
         }
         Command::Completions { shell } => {
             clap_complete::generate(

@@ -357,7 +357,7 @@ impl Scene {
         let mut kept = Vec::new();
         for (id, tag) in self.base_images() {
             if imported && tag == self.base_tag() && kept.is_empty() {
-                kept.push("the imported base image, as the cache".to_owned());
+                kept.push("the cached base image".to_owned());
             } else if tag.ends_with("<none>:<none>") {
                 leaks.push(format!("untagged image {}", &id[..19.min(id.len())]));
             } else if imported {
@@ -431,7 +431,7 @@ impl Leftovers {
             self.leaks.join("; ")
         };
         if !self.kept.is_empty() {
-            s.push_str(&format!(" (kept by design: {})", self.kept.join(", ")));
+            s.push_str(&format!(" (+ {}, by design)", self.kept.join(", ")));
         }
         s
     }
@@ -596,6 +596,12 @@ impl Finished {
         self.status.code()
     }
 
+    /// The same, with the test project's temporary path shown as `<project>`.
+    fn outcome_in(&self, project: &Path) -> String {
+        self.outcome()
+            .replace(&project.display().to_string(), "<project>")
+    }
+
     /// "exit 130 after 0.3 s: error: …": how the build ended, as measured.
     fn outcome(&self) -> String {
         let how = match self.status.code() {
@@ -673,20 +679,16 @@ fn signal_during(point: Point, sig: &str, code: i32) {
     let reimported = stderr(&again).contains("importing bases/tiny.tar");
 
     let step = match point {
-        Point::Import => format!(
-            "the base import ({} of {} uploaded)",
-            human(up),
-            human(base_size)
-        ),
-        Point::Script => "a script".to_owned(),
-        Point::Export => format!("the export ({} streamed)", human(down)),
+        Point::Import => format!("signal with {} of {} uploaded", human(up), human(base_size)),
+        Point::Script => "signal while the script sleeps".to_owned(),
+        Point::Export => format!("signal with {} of the export streamed", human(down)),
     };
     record_fault(
         AREA,
-        &format!("SIG{sig} during {}", point_name(point)),
+        &format!("signal: SIG{sig} during {}", point_name(point)),
         &format!(
-            "{}; next `--next` was v{next_before} and {}{}",
-            f.outcome(),
+            "{step}; {}; next `--next` was v{next_before} and {}{}",
+            f.outcome_in(s.p.path()),
             if rebuilt {
                 "built v1"
             } else {
@@ -704,7 +706,11 @@ fn signal_during(point: Point, sig: &str, code: i32) {
         ),
         &left.render(),
     );
-    assert!(in_step, "the signal missed {step}:\n{}", f.stderr);
+    assert!(
+        in_step,
+        "the signal missed the step ({step}):\n{}",
+        f.stderr
+    );
     assert_eq!(f.code(), Some(code), "{}", f.stderr);
     assert!(
         f.stderr.contains(&format!("interrupted by SIG{sig}")),
@@ -738,10 +744,14 @@ fn signal_during(point: Point, sig: &str, code: i32) {
 
 fn point_name(p: Point) -> &'static str {
     match p {
-        Point::Import => "the base import",
+        Point::Import => "the base import (upload at 256 KiB/s)",
         Point::Script => "a script",
-        Point::Export => "the export",
+        Point::Export => "the export (stream at 512 KiB/s)",
     }
+}
+
+fn code_of(s: &ExitStatus) -> String {
+    s.code().map_or_else(|| format!("{s}"), |c| c.to_string())
 }
 
 fn human(n: u64) -> String {
@@ -778,17 +788,24 @@ fn sigterm_during_export() {
     signal_during(Point::Export, "TERM", 143);
 }
 
-#[test]
-fn sigkill_during_a_script_is_cleaned_up_by_the_next_build() {
+/// SIGKILL: nothing can be cleaned up by the build itself, so the next build must: the
+/// container (owner label), the staging dir (owner file), the reservation (its pid is gone).
+fn sigkill_during(point: Point) {
     if !docker_ok() {
         return;
     }
-    let scripts = [(
-        "10-work.sh",
-        "#!/bin/sh\necho started\nsleep \"${HANG:-0}\"\n",
-    )];
-    let s = Scene::new("sigkill", &scripts);
-    s.define(&scripts, &[("HANG", "600")]);
+    let script = "#!/bin/sh\nset -e\n\
+                  if [ -n \"${BIG:-}\" ]; then dd if=/dev/urandom of=/big bs=1024 count=4096 2>/dev/null; fi\n\
+                  echo started\nsleep \"${HANG:-0}\"\n";
+    let scripts = [("10-work.sh", script)];
+    let s = Scene::new(&format!("sigkill-{point:?}").to_lowercase(), &scripts).with_proxy();
+    match point {
+        Point::Export => {
+            s.define(&scripts, &[("BIG", "1")]);
+            s.proxy().throttle(0, 512 * 1024);
+        }
+        _ => s.define(&scripts, &[("HANG", "600")]),
+    }
     let mut run = Running::spawn(s.build(&["--next"]));
     run.wait_for("[10-work.sh] started", Duration::from_secs(60));
     // A build in progress is never collected.
@@ -796,33 +813,51 @@ fn sigkill_during_a_script_is_cleaned_up_by_the_next_build() {
     let live_kept = stderr(&gc).contains("kept build container lxcforge-")
         && stderr(&gc).contains("its build is running")
         && s.containers().len() == 1;
+    if point == Point::Export {
+        run.wait_for("==> export:", Duration::from_secs(60));
+        std::thread::sleep(Duration::from_millis(1000));
+    }
+    let in_step = match point {
+        Point::Export => !run.seen("==> validate:"),
+        _ => true,
+    };
     let at = Instant::now();
     run.signal("KILL");
     let f = run.finish(at, Duration::from_secs(30));
     let after_kill = s.leftovers(true);
+    s.proxy().throttle(0, 0);
     s.define(&scripts, &[]);
     let next = run_build(&mut s.build(&["--next"]));
     let err = stderr(&next);
-    let swept = err
+    let swept: Vec<String> = err
         .lines()
-        .find(|l| l.contains("leftover build container"))
-        .map(str::trim)
-        .unwrap_or("no leftover removed")
-        .to_owned();
+        .filter(|l| l.contains("removed leftover"))
+        .map(|l| {
+            l.trim()
+                .replace(&s.p.path().display().to_string(), "<project>")
+        })
+        .collect();
     let v1 = s.out().join(format!("{}-v1.tar.gz", s.prefix()));
     let mut after = s.leftovers(true);
     after.leaks.retain(|l| !l.starts_with("file "));
     record_fault(
         AREA,
-        "SIGKILL during a script (no cleanup possible)",
         &format!(
-            "`lxcforge gc` during the build {} its container; {}; the next build: {}, {}",
+            "signal: SIGKILL during {} (no cleanup possible)",
+            point_name(point)
+        ),
+        &format!(
+            "`lxcforge gc` during the build {} its container; {}; the next build {}, and {}",
             if live_kept { "kept" } else { "did NOT keep" },
             match std::os::unix::process::ExitStatusExt::signal(&f.status) {
                 Some(9) => "killed by SIGKILL".to_owned(),
                 _ => format!("{:?}", f.status),
             },
-            swept,
+            if swept.is_empty() {
+                "removed no leftover".to_owned()
+            } else {
+                swept.join("; ")
+            },
             if next.status.success() && v1.is_file() {
                 "built v1"
             } else {
@@ -835,29 +870,46 @@ fn sigkill_during_a_script_is_cleaned_up_by_the_next_build() {
             after.render()
         ),
     );
+    assert!(in_step, "the kill missed the export:\n{}", f.stderr);
     assert!(
         live_kept,
         "gc left the running build alone: {}",
         stderr(&gc)
     );
     assert_eq!(f.status.code(), None, "killed by a signal");
-    assert_eq!(
-        after_kill
-            .leaks
-            .iter()
-            .filter(|l| l.starts_with("container "))
-            .count(),
-        1,
-        "{:?}",
-        after_kill.leaks
-    );
+    let count = |p: &str| after_kill.leaks.iter().filter(|l| l.starts_with(p)).count();
+    assert_eq!(count("container "), 1, "{:?}", after_kill.leaks);
+    assert_eq!(count("reservation "), 1, "{:?}", after_kill.leaks);
+    if point == Point::Export {
+        assert_eq!(count("staging dir "), 1, "{:?}", after_kill.leaks);
+    }
     assert!(next.status.success(), "{err}");
     assert!(v1.is_file(), "the dead build's v1 was freed: {err}");
     assert!(
-        swept.starts_with("removed leftover build container lxcforge-"),
+        swept
+            .iter()
+            .any(|l| l.starts_with("removed leftover build container lxcforge-")),
         "{err}"
     );
+    if point == Point::Export {
+        assert!(
+            swept
+                .iter()
+                .any(|l| l.starts_with("removed leftover staging dir")),
+            "{err}"
+        );
+    }
     assert!(after.leaks.is_empty(), "{:?}", after.leaks);
+}
+
+#[test]
+fn sigkill_during_a_script() {
+    sigkill_during(Point::Script);
+}
+
+#[test]
+fn sigkill_during_the_export() {
+    sigkill_during(Point::Export);
 }
 
 #[test]
@@ -893,10 +945,10 @@ fn engine_gone_during_a_script() {
         && f.stderr.contains("lxcforge gc");
     record_fault(
         AREA,
-        "Docker Engine gone during a script (socket removed, every connection closed)",
+        "engine: the Docker Engine gone during a script (socket removed, every connection closed)",
         &format!(
             "{}; {}; then `lxcforge gc`: {gc_line}",
-            f.outcome(),
+            f.outcome_in(s.p.path()),
             if named {
                 "the warning names the container to remove"
             } else {
@@ -954,10 +1006,10 @@ fn engine_restarted_during_a_script() {
     after.leaks.retain(|l| !l.starts_with("file "));
     record_fault(
         AREA,
-        "Docker Engine restarted during a script (gone for 1 s, then back)",
+        "engine: the Docker Engine restarted during a script (gone for 1 s, then back)",
         &format!(
             "{}; the next build {}",
-            f.outcome(),
+            f.outcome_in(s.p.path()),
             if next.status.success() && v1.is_file() {
                 "built v1"
             } else {
@@ -1022,8 +1074,8 @@ fn a_full_output_disk() {
     let _ = Command::new("umount").arg(&out_dir).output();
     record_fault(
         AREA,
-        "output disk full during the export (256 KiB tmpfs as --out-dir)",
-        &f.outcome(),
+        "disk: the output disk full during the export (256 KiB tmpfs as --out-dir)",
+        &f.outcome_in(s.p.path()),
         &format!("{} (tmpfs: {used} bytes in use)", left.render()),
     );
     assert_eq!(f.code(), Some(1), "{}", f.stderr);
@@ -1052,8 +1104,8 @@ fn a_hanging_script_times_out() {
     let next = s.next_version();
     record_fault(
         AREA,
-        "a script that hangs (sleep 600, --script-timeout 3s)",
-        &format!("{}; next `--next` is v{next}", f.outcome()),
+        "script: hangs (sleep 600, --script-timeout 3s)",
+        &format!("{}; next `--next` is v{next}", f.outcome_in(s.p.path())),
         &left.render(),
     );
     assert_eq!(f.code(), Some(1), "{}", f.stderr);
@@ -1138,7 +1190,7 @@ fn megabytes_of_non_utf8_output() {
     let built = s.out().join(format!("{}-v1.tar.gz", s.prefix())).is_file();
     record_fault(
         AREA,
-        "a script printing 22 MiB of random bytes (non-UTF-8) and a 1 MiB line",
+        "script: prints 22 MiB of random bytes (non-UTF-8) and a 1 MiB line",
         &format!(
             "exit {} after {secs:.1} s, {}; {lines} lines ({} MiB shown, longest {} KiB, \
              {invalid} not UTF-8, {replaced} bytes shown as U+FFFD); the 1 MiB line cut into \
@@ -1229,11 +1281,11 @@ fn two_builds_at_once_with_next() {
     left.leaks.retain(|l| !l.starts_with("file "));
     record_fault(
         AREA,
-        "two builds of one image at once, both --next",
+        "concurrency: two builds of one image at once, both --next",
         &format!(
-            "exit {:?} and {:?} after {secs:.1} s; versions {versions:?}; {valid} of 2 artifacts pass sha256sum -c and lxcforge validate",
-            a.status.code(),
-            b.status.code()
+            "exit {} and {} after {secs:.1} s; versions {versions:?}; {valid} of 2 artifacts pass sha256sum -c and lxcforge validate",
+            code_of(&a.status),
+            code_of(&b.status)
         ),
         &left.render(),
     );
@@ -1279,7 +1331,7 @@ fn two_builds_at_once_with_the_same_version() {
     left.leaks.retain(|l| !l.starts_with("file "));
     record_fault(
         AREA,
-        "two builds of one image at once, both --version 1",
+        "concurrency: two builds of one image at once, both --version 1",
         &format!(
             "{} succeeded ({valid} valid v1), {} refused after {secs:.1} s with: {refusal}",
             won.len(),
@@ -1445,11 +1497,11 @@ fn signal_during_pull(sig: &str, code: i32) {
         .output();
     record_fault(
         AREA,
-        &format!("SIG{sig} during the base pull (registry at 128 KiB/s)"),
+        &format!("signal: SIG{sig} during the base pull (registry at 128 KiB/s)"),
         &format!(
             "signal after {} pulled; {}; the engine {}; next `--next` was v{next_before} and {}",
             human(pulled),
-            f.outcome(),
+            f.outcome_in(s.p.path()),
             if kept_pulling {
                 "was STILL pulling 20 s later".to_owned()
             } else {
@@ -1517,10 +1569,10 @@ fn sigint_while_cleanup_waits_for_a_gone_engine() {
     let after_gc = s.leftovers(true);
     record_fault(
         AREA,
-        "SIGINT while cleanup waits for a gone Docker Engine",
+        "engine: SIGINT while cleanup waits for the gone Docker Engine",
         &format!(
             "{}; {}; then `lxcforge gc` {}",
-            f.outcome(),
+            f.outcome_in(s.p.path()),
             if f.stderr
                 .contains("interrupted while waiting for the engine")
             {
