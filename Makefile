@@ -8,6 +8,7 @@
 #   make image.build-upload [IMAGE=…]            build the next version, then upload it
 #   make base.debian-12                          debootstrap the offline Debian 12 base
 #   make test                                    the whole test suite (needs root, Docker, LXC)
+#   make reliability                             run the fault tests, regenerate docs/reliability.md
 
 IMAGE   ?= ubuntu-24.04
 VERSION ?=
@@ -18,7 +19,7 @@ LXCFORGE_FLAGS ?=
 LXCFORGE := target/release/lxcforge
 SOURCES := Cargo.toml $(wildcard Cargo.lock) $(shell find src -name '*.rs' 2>/dev/null)
 
-.PHONY: fuzz all image.build-next image.build image.list image.promote image.upload image.build-upload images deps.build deps.test test test.unit lint completions clean.artifacts
+.PHONY: reliability fuzz all image.build-next image.build image.list image.promote image.upload image.build-upload images deps.build deps.test test test.unit lint completions clean.artifacts
 
 all: $(LXCFORGE)
 
@@ -73,6 +74,10 @@ images: $(LXCFORGE)
 test: deps.test base.debian-12
 	$(CARGO) build --release
 	$(CARGO) test --release -- --test-threads=2
+
+# The fault matrix: every test that records faults, rendered into docs/reliability.md.
+reliability: deps.test
+	sh scripts/reliability-report.sh docs/reliability.md
 
 test.unit:
 	$(CARGO) test --lib --bins

@@ -28,6 +28,8 @@ if [ "$what" = test ]; then
     need zstd zstd
     need xz xz-utils
     need ss iproute2
+    need /usr/bin/time time
+    need jq jq
     need ssh openssh-client
     need ssh-keygen openssh-client
     need curl curl

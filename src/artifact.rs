@@ -29,18 +29,30 @@ fn disk_full_hint(e: &std::io::Error) -> &'static str {
     }
 }
 
+/// Staging directories are `<out>/.staging-<build id>`.
+pub const STAGING_PREFIX: &str = ".staging-";
+/// In a staging directory: the `gc::Owner` label of the build using it.
+pub const OWNER_FILE: &str = ".owner";
+
 pub struct Staging {
     pub dir: PathBuf,
     out_dir: PathBuf,
 }
 
 impl Staging {
+    /// Creates `<out>/.staging-<build id>/`, with an `.owner` file naming this process, so a
+    /// staging directory left by a killed build can be told from one in use (`gc`).
     pub fn create(out_dir: &Path, build_id: &str) -> Result<Staging, ArtifactError> {
-        let dir = out_dir.join(format!(".staging-{build_id}"));
+        let dir = out_dir.join(format!("{STAGING_PREFIX}{build_id}"));
         std::fs::create_dir_all(&dir).map_err(|source| ArtifactError::Io {
             path: dir.clone(),
             source,
         })?;
+        if let Some(owner) = crate::gc::Owner::current() {
+            let path = dir.join(OWNER_FILE);
+            std::fs::write(&path, owner.label())
+                .map_err(|source| ArtifactError::Io { path, source })?;
+        }
         Ok(Staging {
             dir,
             out_dir: out_dir.to_owned(),

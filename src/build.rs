@@ -52,42 +52,109 @@ pub struct BuildResult {
 /// How a build ended when it did not produce an artifact.
 #[derive(Debug, thiserror::Error)]
 pub enum BuildError {
+    /// Displays the whole chain of causes itself, so it has no `source` (or the chain would be
+    /// printed twice).
     #[error("{0:#}")]
-    Failed(#[from] anyhow::Error),
-    #[error("interrupted by {signal}; everything the build created was removed")]
+    Failed(anyhow::Error),
+    #[error(
+        "interrupted by {signal}; {}",
+        if *.clean { "everything the build created was removed" } else { "the build container could not be removed (see the warning above)" }
+    )]
     Interrupted {
         signal: &'static str,
         exit_code: i32,
+        /// Whether cleanup removed everything.
+        clean: bool,
     },
 }
+
+impl From<anyhow::Error> for BuildError {
+    fn from(e: anyhow::Error) -> Self {
+        BuildError::Failed(e)
+    }
+}
+
+/// How long cleanup keeps trying to remove the build container while the engine does not
+/// answer: long enough to ride out a daemon restart.
+const REMOVE_RETRY: Duration = Duration::from_secs(10);
 
 /// Things to undo, registered as soon as they exist.
 #[derive(Default)]
 pub struct Cleanup {
-    container: Mutex<Option<String>>,
+    /// (id, name)
+    container: Mutex<Option<(String, String)>>,
     dirs: Mutex<Vec<PathBuf>>,
 }
 
 impl Cleanup {
-    fn container(&self, id: &str) {
-        *self.container.lock().unwrap() = Some(id.to_owned());
+    fn container(&self, id: &str, name: &str) {
+        *self.container.lock().unwrap() = Some((id.to_owned(), name.to_owned()));
     }
     fn dir(&self, p: &Path) {
         self.dirs.lock().unwrap().push(p.to_owned());
     }
-    /// Runs every undo step; reports (does not hide) what it could not remove.
-    pub async fn run(&self, engine: Option<&Engine>, ui: &Ui) {
-        let container = self.container.lock().unwrap().take();
-        if let (Some(id), Some(engine)) = (container.as_ref(), engine) {
-            match engine.remove_container(id).await {
-                Ok(()) => ui.info(format!("removed build container {}", short(id))),
-                Err(e) => ui.warn(format!(
-                    "could not remove build container {id}: {e}\n  fix: remove it with `docker rm -f {id}`"
-                )),
+    /// Runs every undo step; reports (does not hide) what it could not remove, and returns
+    /// whether everything went. Local files go first. While the engine is unreachable, removing
+    /// the container is retried for `REMOVE_RETRY`, unless `stop` (a second signal) completes
+    /// first.
+    pub async fn run(
+        &self,
+        engine: Option<&Engine>,
+        ui: &Ui,
+        stop: impl std::future::Future<Output = ()>,
+    ) -> bool {
+        let mut clean = true;
+        for d in self.dirs.lock().unwrap().drain(..) {
+            if let Err(e) = std::fs::remove_dir_all(&d)
+                && e.kind() != std::io::ErrorKind::NotFound
+            {
+                ui.warn(format!(
+                    "could not remove {}: {e}\n  fix: remove it by hand",
+                    d.display()
+                ));
+                clean = false;
             }
         }
-        for d in self.dirs.lock().unwrap().drain(..) {
-            let _ = std::fs::remove_dir_all(&d);
+        let container = self.container.lock().unwrap().take();
+        let (Some((id, name)), Some(engine)) = (container, engine) else {
+            return clean;
+        };
+        let left = |why: &str| {
+            ui.warn(format!(
+                "could not remove build container {name} ({}): {why}\n  fix: once the engine is back, the next build or `lxcforge gc` removes it; or remove it yourself: `docker rm -f {name}`",
+                short(&id)
+            ))
+        };
+        let deadline = Instant::now() + REMOVE_RETRY;
+        let mut said = false;
+        tokio::pin!(stop);
+        loop {
+            match engine.remove_container(&id).await {
+                Ok(()) => {
+                    ui.info(format!("removed build container {}", short(&id)));
+                    return clean;
+                }
+                Err(e) if e.is_lost() && Instant::now() < deadline => {
+                    if !said {
+                        ui.warn(format!(
+                            "the Docker Engine does not answer; trying to remove build container {name} for {}s (interrupt again to stop)",
+                            REMOVE_RETRY.as_secs()
+                        ));
+                        said = true;
+                    }
+                    tokio::select! {
+                        _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+                        _ = &mut stop => {
+                            left("interrupted while waiting for the engine");
+                            return false;
+                        }
+                    }
+                }
+                Err(e) => {
+                    left(e.to_string().lines().next().unwrap_or_default());
+                    return false;
+                }
+            }
         }
     }
 }
@@ -104,27 +171,43 @@ pub async fn run(
 ) -> Result<BuildResult, BuildError> {
     let cleanup = Cleanup::default();
     let engine_slot: tokio::sync::OnceCell<Engine> = tokio::sync::OnceCell::new();
-    let outcome = {
-        let work = pipeline(def, opts, ui, &cleanup, &engine_slot);
-        tokio::pin!(work);
+    {
+        let mut work = Box::pin(pipeline(def, opts, ui, &cleanup, &engine_slot));
         let mut sigint = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())
             .map_err(|e| BuildError::Failed(e.into()))?;
         let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
             .map_err(|e| BuildError::Failed(e.into()))?;
-        tokio::select! {
+        let outcome = tokio::select! {
             r = &mut work => r.map_err(BuildError::Failed),
-            _ = sigint.recv() => Err(BuildError::Interrupted { signal: "SIGINT", exit_code: 130 }),
-            _ = sigterm.recv() => Err(BuildError::Interrupted { signal: "SIGTERM", exit_code: 143 }),
+            _ = sigint.recv() => Err(BuildError::Interrupted { signal: "SIGINT", exit_code: 130, clean: true }),
+            _ = sigterm.recv() => Err(BuildError::Interrupted { signal: "SIGTERM", exit_code: 143, clean: true }),
+        };
+        if let Err(BuildError::Interrupted { signal, .. }) = &outcome {
+            ui.stage(
+                "cleanup",
+                format!("{signal} received, removing what the build created"),
+            );
         }
-    };
-    if let Err(BuildError::Interrupted { signal, .. }) = &outcome {
-        ui.stage(
-            "cleanup",
-            format!("{signal} received, removing what the build created"),
-        );
+        // Dropped before cleaning up: its connections close and its reservation is released.
+        drop(work);
+        let again = async {
+            tokio::select! {
+                _ = sigint.recv() => {}
+                _ = sigterm.recv() => {}
+            }
+        };
+        let clean = cleanup.run(engine_slot.get(), ui, again).await;
+        match outcome {
+            Err(BuildError::Interrupted {
+                signal, exit_code, ..
+            }) => Err(BuildError::Interrupted {
+                signal,
+                exit_code,
+                clean,
+            }),
+            other => other,
+        }
     }
-    cleanup.run(engine_slot.get(), ui).await;
-    outcome
 }
 
 async fn pipeline(
@@ -170,6 +253,7 @@ async fn pipeline(
 
     // 2. base
     let engine = engine_slot.get_or_try_init(Engine::connect).await?;
+    collect_leftovers(engine, &engine::project_id(&def.root), &opts.out_dir, ui).await;
     ui.stage(
         "base",
         format!("{} (engine: {})", def.base.describe(), engine.endpoint),
@@ -181,9 +265,14 @@ async fn pipeline(
     // 3. container
     let name = engine::container_name(&def.name, &build_id);
     let id = engine
-        .create_container(&base.image, &name, &build_id)
+        .create_container(
+            &base.image,
+            &name,
+            &build_id,
+            &engine::project_id(&def.root),
+        )
         .await?;
-    cleanup.container(&id);
+    cleanup.container(&id, &name);
     engine.start_container(&id).await?;
     ui.stage("container", format!("{name} ({})", short(&id)));
     lap("container", &mut timings);
@@ -375,6 +464,45 @@ async fn pipeline(
     })
 }
 
+/// Removes build containers and staging directories that earlier builds of this project could
+/// not (see `gc`). Never fails the build.
+async fn collect_leftovers(engine: &Engine, project: &str, out_dir: &Path, ui: &Ui) {
+    for s in crate::gc::sweep_staging(out_dir, false) {
+        match s.action {
+            "removed" => ui.info(format!(
+                "removed leftover staging dir {} ({})",
+                s.name, s.reason
+            )),
+            "failed" => ui.warn(format!(
+                "could not remove leftover {}: {}",
+                s.name, s.reason
+            )),
+            _ => {}
+        }
+    }
+    match crate::gc::sweep(engine, Some(project), false).await {
+        Ok(swept) => {
+            for s in swept {
+                match s.action {
+                    "removed" => ui.info(format!(
+                        "removed leftover build container {} ({})",
+                        s.name, s.reason
+                    )),
+                    "failed" => ui.warn(format!(
+                        "could not remove leftover build container {}: {}",
+                        s.name, s.reason
+                    )),
+                    _ => {}
+                }
+            }
+        }
+        Err(e) => ui.warn(format!(
+            "could not look for leftover build containers: {}",
+            e.to_string().lines().next().unwrap_or_default()
+        )),
+    }
+}
+
 /// `x-v1.tar.gz` → `x-v1.json`.
 pub fn manifest_name(artifact_file: &str) -> String {
     let stem = version::EXTENSIONS
@@ -414,7 +542,14 @@ async fn resolve_base(engine: &Engine, def: &Definition, ui: &Ui) -> anyhow::Res
                 }
             };
             engine
-                .ensure_rootfs(&def.name, &path, &display, sha256.as_deref(), ui)
+                .ensure_rootfs(
+                    &def.name,
+                    &path,
+                    &display,
+                    sha256.as_deref(),
+                    &engine::lock_dir(&def.root),
+                    ui,
+                )
                 .await?
         }
     })
@@ -466,7 +601,7 @@ pub async fn export_container(
     let report = match report {
         Ok(r) => r,
         Err(e @ pack::PackError::DiskFull { .. }) => anyhow::bail!(
-            "cannot pack container {} into {}: {e}\n  fix: free space in {} or pass another --out-dir",
+            "the disk is full: cannot pack container {} into {} ({e})\n  fix: free space in {} or pass another --out-dir",
             short(id),
             dest.display(),
             dest.parent().unwrap_or(dest).display()
@@ -480,9 +615,17 @@ pub async fn export_container(
         }
     };
     progress.finish();
-    sync_file
-        .sync_all()
-        .with_context(|| format!("cannot flush {} to disk", dest.display()))?;
+    if let Err(e) = sync_file.sync_all() {
+        if e.kind() == std::io::ErrorKind::StorageFull {
+            anyhow::bail!(
+                "the disk is full: cannot flush {} ({e})\n  fix: free space there or pass another --out-dir",
+                dest.display()
+            );
+        }
+        return Err(
+            anyhow::Error::new(e).context(format!("cannot flush {} to disk", dest.display()))
+        );
+    }
     Ok(report)
 }
 

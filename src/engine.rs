@@ -37,6 +37,20 @@ const ENGINE_TIMEOUT: Duration = Duration::from_secs(3600);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(20);
 /// Label put on everything the build creates, so a leak can be found (`docker ps -a --filter`).
 pub const LABEL: &str = "org.lxcforge.build";
+/// Which process made a build container (`gc::Owner`), so a later run can tell a leftover of a
+/// dead build from a build in progress.
+pub const OWNER_LABEL: &str = "org.lxcforge.owner";
+/// The project root (absolute) a build container was made for: a build collects only its own
+/// project's leftovers.
+pub const PROJECT_LABEL: &str = "org.lxcforge.project";
+
+/// The project root as recorded in `PROJECT_LABEL`.
+pub fn project_id(root: &Path) -> String {
+    std::fs::canonicalize(root)
+        .unwrap_or_else(|_| root.to_owned())
+        .display()
+        .to_string()
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum EngineError {
@@ -96,17 +110,66 @@ pub enum EngineError {
         timeout: Duration,
         tail: Vec<String>,
     },
-    #[error("Docker Engine refused to {action}: {source}")]
-    Api {
+    #[error("Docker Engine refused to {action}: {cause}")]
+    Api { action: String, cause: String },
+    #[error(
+        "lost the Docker Engine at {endpoint} while trying to {action}: {cause}\n  fix: check that the Docker daemon is running (`docker info`, `systemctl status docker`), then build again"
+    )]
+    Lost {
+        endpoint: String,
         action: String,
-        #[source]
-        source: bollard::errors::Error,
+        cause: String,
     },
 }
 
-fn api(action: impl Into<String>) -> impl FnOnce(bollard::errors::Error) -> EngineError {
-    let action = action.into();
-    move |source| EngineError::Api { action, source }
+impl EngineError {
+    /// Says which step of the build was under way when the engine was lost.
+    pub fn during(self, step: &str) -> EngineError {
+        match self {
+            EngineError::Lost {
+                endpoint,
+                action,
+                cause,
+            } => EngineError::Lost {
+                endpoint,
+                action: format!("{step} ({action})"),
+                cause,
+            },
+            other => other,
+        }
+    }
+
+    pub fn is_lost(&self) -> bool {
+        matches!(self, EngineError::Lost { .. })
+    }
+}
+
+/// Errors where no answer came back: the engine stopped, restarted, or the connection broke.
+fn is_connection_error(e: &bollard::errors::Error) -> bool {
+    use bollard::errors::Error as E;
+    matches!(
+        e,
+        E::IOError { .. }
+            | E::HyperResponseError { .. }
+            | E::HyperLegacyError { .. }
+            | E::SocketNotFoundError(_)
+            | E::RequestTimeoutError
+    )
+}
+
+/// An error and its causes in one line, each said once (bollard's messages repeat their source).
+pub fn cause_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut next = e.source();
+    while let Some(c) = next {
+        let t = c.to_string();
+        if !s.contains(&t) {
+            s.push_str(": ");
+            s.push_str(&t);
+        }
+        next = c.source();
+    }
+    s
 }
 
 /// What the build started from, for the manifest.
@@ -175,6 +238,31 @@ impl Engine {
         &self.docker
     }
 
+    /// Maps a failed call to `action` (a verb phrase) to an error naming this engine.
+    fn api(&self, action: impl Into<String>) -> impl FnOnce(bollard::errors::Error) -> EngineError {
+        let action = action.into();
+        let endpoint = self.endpoint.clone();
+        move |e| {
+            if is_connection_error(&e) {
+                let cause = match &e {
+                    // The client's own wrapper says nothing the causes do not.
+                    bollard::errors::Error::HyperLegacyError { err } => cause_chain(err),
+                    other => cause_chain(other),
+                };
+                EngineError::Lost {
+                    endpoint,
+                    action,
+                    cause,
+                }
+            } else {
+                EngineError::Api {
+                    action,
+                    cause: engine_message(&e),
+                }
+            }
+        }
+    }
+
     /// Makes sure an image reference is on the engine, pulling it by digest if absent.
     pub async fn ensure_image(
         &self,
@@ -209,9 +297,9 @@ impl Engine {
                 self.docker
                     .inspect_image(&lookup)
                     .await
-                    .map_err(api(format!("inspect pulled image {lookup}")))?
+                    .map_err(self.api(format!("inspect pulled image {lookup}")))?
             }
-            Err(e) => return Err(api(format!("inspect image {lookup}"))(e)),
+            Err(e) => return Err(self.api(format!("inspect image {lookup}"))(e)),
         };
         let repo_digests = inspect.repo_digests.clone().unwrap_or_default();
         let resolved = match digest {
@@ -270,6 +358,10 @@ impl Engine {
                         progress.set(layers.values().sum());
                     }
                 }
+                Err(e) if is_connection_error(&e) => {
+                    progress.finish();
+                    return Err(self.api(format!("pull {reference}"))(e));
+                }
                 Err(e) => {
                     progress.finish();
                     return Err(EngineError::NotPullable {
@@ -285,13 +377,15 @@ impl Engine {
 
     /// Imports a rootfs tarball (`docker import`, i.e. `POST /images/create?fromSrc=-`) unless an
     /// image of the same content is already there. The tag carries the tarball's sha256, so the
-    /// content decides, not the file name.
+    /// content decides, not the file name. Builds of the same base take turns (a lock in
+    /// `lock_dir`): two imports at once would leave the engine a second, untagged copy.
     pub async fn ensure_rootfs(
         &self,
         name: &str,
         path: &Path,
         display: &str,
         expected_sha256: Option<&str>,
+        lock_dir: &Path,
         ui: &Ui,
     ) -> Result<ResolvedBase, EngineError> {
         let rootfs_err = |cause: String, fix: &str| EngineError::Rootfs {
@@ -325,6 +419,17 @@ impl Engine {
         }
         let repo = format!("lxcforge-base/{}", name.to_ascii_lowercase());
         let image = format!("{repo}:{sha}");
+        let _turn = ImportLock::acquire(
+            lock_dir,
+            &format!("{}-{sha}", name.to_ascii_lowercase()),
+            ui,
+        )
+        .await
+        .map_err(|e| EngineError::Rootfs {
+            path: lock_dir.display().to_string(),
+            cause: format!("cannot take the import lock: {e}"),
+            fix: "check that the project's .lxcforge directory is writable".into(),
+        })?;
         let mut fetched = false;
         let inspect = match self.docker.inspect_image(&image).await {
             Ok(i) => {
@@ -365,6 +470,9 @@ impl Engine {
                 while let Some(item) = stream.next().await {
                     if let Err(e) = item {
                         progress.finish();
+                        if is_connection_error(&e) {
+                            return Err(self.api(format!("import {display}"))(e));
+                        }
                         return Err(rootfs_err(
                             format!("the engine could not import it: {}", engine_message(&e)),
                             "make sure it is a tar archive of a root filesystem (optionally gzip/xz/bzip2-compressed)",
@@ -376,9 +484,9 @@ impl Engine {
                 self.docker
                     .inspect_image(&image)
                     .await
-                    .map_err(api(format!("inspect imported image {image}")))?
+                    .map_err(self.api(format!("inspect imported image {image}")))?
             }
-            Err(e) => return Err(api(format!("inspect image {image}"))(e)),
+            Err(e) => return Err(self.api(format!("inspect image {image}"))(e)),
         };
         Ok(ResolvedBase {
             kind: "rootfs",
@@ -397,6 +505,7 @@ impl Engine {
         image: &str,
         name: &str,
         build_id: &str,
+        project: &str,
     ) -> Result<String, EngineError> {
         let body = ContainerCreateBody {
             image: Some(image.to_owned()),
@@ -406,7 +515,15 @@ impl Engine {
                 "trap 'exit 0' TERM INT; while :; do sleep 86400 & wait $!; done".into(),
             ]),
             cmd: Some(vec![]),
-            labels: Some([(LABEL.to_owned(), build_id.to_owned())].into()),
+            labels: Some(
+                [
+                    (LABEL.to_owned(), build_id.to_owned()),
+                    (PROJECT_LABEL.to_owned(), project.to_owned()),
+                ]
+                .into_iter()
+                .chain(crate::gc::Owner::current().map(|o| (OWNER_LABEL.to_owned(), o.label())))
+                .collect(),
+            ),
             host_config: Some(HostConfig {
                 init: Some(false),
                 ..Default::default()
@@ -418,7 +535,7 @@ impl Engine {
             .docker
             .create_container(Some(opts), body)
             .await
-            .map_err(api(format!("create the build container from {image}")))?;
+            .map_err(self.api(format!("create the build container from {image}")))?;
         Ok(created.id)
     }
 
@@ -426,7 +543,7 @@ impl Engine {
         self.docker
             .start_container(id, None::<bollard::query_parameters::StartContainerOptions>)
             .await
-            .map_err(api("start the build container"))
+            .map_err(self.api("start the build container"))
     }
 
     /// Force-removes a container and its anonymous volumes.
@@ -440,7 +557,7 @@ impl Engine {
             | Err(bollard::errors::Error::DockerResponseServerError {
                 status_code: 404, ..
             }) => Ok(()),
-            Err(e) => Err(api(format!("remove container {id}"))(e)),
+            Err(e) => Err(self.api(format!("remove container {id}"))(e)),
         }
     }
 
@@ -492,7 +609,7 @@ impl Engine {
         self.docker
             .upload_to_container(id, Some(opts), bollard::body_full(Bytes::from(tar)))
             .await
-            .map_err(api("copy the scripts into the build container"))?;
+            .map_err(self.api("copy the scripts into the build container"))?;
         Ok(paths)
     }
 
@@ -523,18 +640,16 @@ impl Engine {
             .docker
             .create_exec(id, opts)
             .await
-            .map_err(api(format!("create exec `{what}`")))?;
+            .map_err(self.api(format!("create exec `{what}`")))?;
         let started = self
             .docker
             .start_exec(&exec.id, None)
             .await
-            .map_err(api(format!("start `{what}`")))?;
+            .map_err(self.api(format!("start `{what}`")))?;
         let StartExecResults::Attached { mut output, .. } = started else {
             return Err(EngineError::Api {
                 action: format!("attach to `{what}`"),
-                source: bollard::errors::Error::DockerStreamError {
-                    error: "exec started detached".into(),
-                },
+                cause: "exec started detached".into(),
             });
         };
         let mut tail = Tail::default();
@@ -542,7 +657,7 @@ impl Engine {
         let mut err_buf = LineBuf::default();
         let pump = async {
             while let Some(chunk) = output.next().await {
-                let chunk = chunk.map_err(api(format!("read output of `{what}`")))?;
+                let chunk = chunk.map_err(self.api(format!("read output of `{what}`")))?;
                 use bollard::container::LogOutput;
                 let (buf, bytes) = match chunk {
                     LogOutput::StdErr { message } => (&mut err_buf, message),
@@ -584,22 +699,26 @@ impl Engine {
             });
         }
         // The stream ends when the process's output closes; its exit code follows shortly.
-        let mut code = None;
+        // A stream that ends while the process still runs was cut (the engine restarted, or
+        // the connection broke): that is no exit code, and the build cannot go on.
         for _ in 0..100 {
             let info = self
                 .docker
                 .inspect_exec(&exec.id)
                 .await
-                .map_err(api(format!("inspect `{what}`")))?;
+                .map_err(self.api(format!("inspect `{what}`")))?;
             if info.running != Some(true) {
-                code = info.exit_code;
-                break;
+                return Ok(ExecOutcome {
+                    code: Some(info.exit_code.unwrap_or(-1)),
+                    tail: tail.into_vec(),
+                });
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        Ok(ExecOutcome {
-            code: Some(code.unwrap_or(-1)),
-            tail: tail.into_vec(),
+        Err(EngineError::Lost {
+            endpoint: self.endpoint.clone(),
+            action: format!("read the output of `{what}`"),
+            cause: "the output stream ended while the command was still running".into(),
         })
     }
 
@@ -617,7 +736,8 @@ impl Engine {
             .exec(id, vec![path_in_container.to_owned()], env, timeout, |l| {
                 ui.script_line(label, l)
             })
-            .await?;
+            .await
+            .map_err(|e| e.during(&format!("run script {label}")))?;
         match outcome.code {
             Some(0) => Ok(()),
             Some(code) => Err(EngineError::ScriptFailed {
@@ -662,8 +782,8 @@ impl Engine {
             .map_err(std::io::Error::other)
     }
 
-    /// Names of containers carrying the lxcforge label (for leak checks in tests and `gc`).
-    pub async fn labelled_containers(&self) -> Result<Vec<String>, EngineError> {
+    /// Every container carrying lxcforge's build label, whoever made it (for `gc`).
+    pub async fn build_containers(&self) -> Result<Vec<BuildContainer>, EngineError> {
         let opts = bollard::query_parameters::ListContainersOptionsBuilder::default()
             .all(true)
             .filters(&[("label".to_owned(), vec![LABEL.to_owned()])].into())
@@ -672,9 +792,40 @@ impl Engine {
             .docker
             .list_containers(Some(opts))
             .await
-            .map_err(api("list containers"))?;
-        Ok(list.into_iter().filter_map(|c| c.id).collect())
+            .map_err(self.api("list the build containers"))?;
+        Ok(list
+            .into_iter()
+            .filter_map(|c| {
+                let id = c.id?;
+                let name = c
+                    .names
+                    .and_then(|n| n.into_iter().next())
+                    .map(|n| n.trim_start_matches('/').to_owned())
+                    .unwrap_or_else(|| id.clone());
+                let mut labels = c.labels.unwrap_or_default();
+                Some(BuildContainer {
+                    id,
+                    name,
+                    owner: labels.remove(OWNER_LABEL),
+                    project: labels.remove(PROJECT_LABEL),
+                    created: c.created.unwrap_or(0),
+                })
+            })
+            .collect())
     }
+}
+
+/// A build container as `gc` sees it.
+#[derive(Debug, Clone)]
+pub struct BuildContainer {
+    pub id: String,
+    pub name: String,
+    /// The `org.lxcforge.owner` label: which process made it (see `gc::Owner`).
+    pub owner: Option<String>,
+    /// The `org.lxcforge.project` label.
+    pub project: Option<String>,
+    /// Unix seconds.
+    pub created: i64,
 }
 
 #[derive(Debug)]
@@ -694,7 +845,7 @@ fn engine_message(e: &bollard::errors::Error) -> String {
             format!("{} (HTTP {status_code})", message.trim())
         }
         bollard::errors::Error::DockerStreamError { error } => error.trim().to_owned(),
-        other => other.to_string(),
+        other => cause_chain(other),
     }
 }
 
@@ -755,6 +906,40 @@ impl Tail {
     fn into_vec(self) -> Vec<String> {
         self.0.into()
     }
+}
+
+/// An exclusive `flock` on `<dir>/import-<key>.lock`, held while alive. The kernel releases it
+/// when the process ends, however it ends, so a killed build never leaves it taken.
+struct ImportLock(#[allow(dead_code)] std::fs::File);
+
+impl ImportLock {
+    async fn acquire(dir: &Path, key: &str, ui: &Ui) -> std::io::Result<ImportLock> {
+        std::fs::create_dir_all(dir)?;
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(dir.join(format!("import-{key}.lock")))?;
+        let mut said = false;
+        loop {
+            match file.try_lock() {
+                Ok(()) => return Ok(ImportLock(file)),
+                Err(std::fs::TryLockError::WouldBlock) => {
+                    if !said {
+                        ui.info("waiting for another build that is importing the same base");
+                        said = true;
+                    }
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                Err(std::fs::TryLockError::Error(e)) => return Err(e),
+            }
+        }
+    }
+}
+
+/// Where builds of a project take turns (import locks).
+pub fn lock_dir(root: &Path) -> PathBuf {
+    root.join(".lxcforge").join("locks")
 }
 
 /// A unique, readable container name for one build.

@@ -64,7 +64,7 @@ pub async fn export_to_file(
     };
     let report = tokio::select! {
         r = export_container(&engine, &id, &staged, &opts, ui) => r?,
-        _ = tokio::signal::ctrl_c() => anyhow::bail!(crate::build::BuildError::Interrupted { signal: "SIGINT", exit_code: 130 }),
+        _ = tokio::signal::ctrl_c() => anyhow::bail!(crate::build::BuildError::Interrupted { signal: "SIGINT", exit_code: 130, clean: true }),
     };
     std::fs::hard_link(&staged, output).map_err(|e| {
         if e.kind() == std::io::ErrorKind::AlreadyExists {

@@ -110,6 +110,22 @@ enum Command {
     /// List the image definitions in the project.
     Images,
     Upload(lxcforge::proxmox::cli::UploadArgs),
+    /// Remove build containers left by builds that died (killed, or the engine was gone).
+    ///
+    /// Only containers whose build process is provably gone are removed; a build in progress,
+    /// another machine's build and containers without lxcforge's owner label are left alone.
+    /// Every build does this for its project before it starts.
+    Gc {
+        /// Every project's leftover containers on this engine, not only this project's (--root).
+        #[arg(long)]
+        all: bool,
+        /// Also remove dead builds' staging directories (partial artifacts) here.
+        #[arg(long, default_value = "artifacts")]
+        out_dir: PathBuf,
+        /// Only say what would be removed.
+        #[arg(long)]
+        dry_run: bool,
+    },
     /// Print a shell completion script, e.g. `lxcforge completions bash > /etc/bash_completion.d/lxcforge`.
     Completions {
         #[arg(value_enum)]
@@ -562,6 +578,46 @@ async fn run(cli: Cli, ui: &Ui) -> anyhow::Result<serde_json::Value> {
                 }
                 Exit::quiet(f.code, f.message).into()
             }),
+        Command::Gc {
+            all,
+            out_dir,
+            dry_run,
+        } => {
+            let engine = lxcforge::engine::Engine::connect().await?;
+            let project = lxcforge::engine::project_id(&root);
+            let scope = (!all).then_some(project.as_str());
+            let mut swept = lxcforge::gc::sweep(&engine, scope, dry_run).await?;
+            let containers = swept.len();
+            swept.extend(lxcforge::gc::sweep_staging(&root.join(out_dir), dry_run));
+            for (i, s) in swept.iter().enumerate() {
+                let what = if i < containers {
+                    "build container"
+                } else {
+                    "staging dir"
+                };
+                let line = format!("{} {what} {}: {}", s.action, s.name, s.reason);
+                if s.action == "failed" {
+                    ui.warn(line);
+                } else {
+                    ui.info(line);
+                }
+            }
+            let removed = swept.iter().filter(|s| s.action == "removed").count();
+            let failed = swept.iter().filter(|s| s.action == "failed").count();
+            if swept.is_empty() {
+                ui.info(format!(
+                    "nothing to collect: no build containers of {} on {}, no staging dirs",
+                    if all { "any project" } else { &project },
+                    engine.endpoint
+                ));
+            }
+            anyhow::ensure!(
+                failed == 0,
+                "{failed} leftover(s) could not be removed (see above)"
+            );
+            let (c, d) = swept.split_at(containers);
+            Ok(json!({ "ok": true, "removed": removed, "containers": c, "staging": d }))
+        }
         Command::Completions { shell } => {
             clap_complete::generate(
                 shell,

@@ -1,10 +1,10 @@
 //! Integration tests against the real Docker Engine: a tiny busybox base imported through the
-//! API, scripts copied in through the archive API, failures, timeouts, signals, and cleanup.
+//! API, scripts copied in through the archive API, failures and cleanup. Signals, timeouts, a
+//! full disk and the engine going away are in build_faults.rs.
 
 mod support;
 
 use std::process::Command;
-use std::time::Duration;
 
 use support::*;
 
@@ -291,82 +291,6 @@ fn a_template_failing_validation_is_not_published() {
 }
 
 #[test]
-fn a_hanging_script_times_out() {
-    if !docker_ok() {
-        return;
-    }
-    let image = unique("t-hang");
-    let p = tiny_project(
-        &image,
-        &[("10-hang.sh", "#!/bin/sh\necho waiting\nsleep 600\n")],
-        &[],
-    );
-    let start = std::time::Instant::now();
-    let out = p.run(&["build", &image, "--next", "--script-timeout", "3s"]);
-    let err = stderr(&out);
-    assert_eq!(out.status.code(), Some(1), "{err}");
-    assert!(err.contains("10-hang.sh did not finish within 3s"), "{err}");
-    assert!(start.elapsed() < Duration::from_secs(60));
-    assert!(
-        containers_named(&format!("lxcforge-{image}-")).is_empty(),
-        "container leaked"
-    );
-    assert!(p.artifact_names().is_empty());
-    cleanup_images(&p);
-}
-
-#[test]
-fn sigterm_and_sigint_remove_everything() {
-    if !docker_ok() {
-        return;
-    }
-    for (signal, code) in [("TERM", 143), ("INT", 130)] {
-        let image = unique(&format!("t-sig{}", signal.to_lowercase()));
-        let p = tiny_project(
-            &image,
-            &[("10-slow.sh", "#!/bin/sh\necho started\nsleep 600\n")],
-            &[],
-        );
-        let mut child = p
-            .cmd(&["build", &image, "--next"])
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .unwrap();
-        // wait until the script is running inside the container
-        let mut err = child.stderr.take().unwrap();
-        let mut seen = String::new();
-        let mut buf = [0u8; 4096];
-        while !seen.contains("[10-slow.sh] started") {
-            use std::io::Read;
-            let n = err.read(&mut buf).unwrap();
-            assert!(n > 0, "build ended early: {seen}");
-            seen.push_str(&String::from_utf8_lossy(&buf[..n]));
-        }
-        Command::new("kill")
-            .arg(format!("-{signal}"))
-            .arg(child.id().to_string())
-            .status()
-            .unwrap();
-        let status = child.wait().unwrap();
-        let mut rest = String::new();
-        use std::io::Read;
-        err.read_to_string(&mut rest).unwrap();
-        assert_eq!(status.code(), Some(code), "{seen}{rest}");
-        assert!(rest.contains(&format!("SIG{signal}")), "{rest}");
-        assert!(
-            containers_named(&format!("lxcforge-{image}-")).is_empty(),
-            "container leaked after SIG{signal}"
-        );
-        assert!(
-            p.artifact_names().is_empty(),
-            "left: {:?}",
-            p.artifact_names()
-        );
-        cleanup_images(&p);
-    }
-}
-
-#[test]
 fn rootfs_sha256_mismatch_is_refused_before_import() {
     if !docker_ok() {
         return;
@@ -530,48 +454,4 @@ fn cleanup_images(p: &Project) {
             "label=org.lxcforge.rootfs-sha256",
         ])
         .output();
-}
-
-#[test]
-fn a_full_disk_while_exporting_leaves_no_file() {
-    if !docker_ok() || !require("root (to mount a small tmpfs)", is_root()) {
-        return;
-    }
-    let image = unique("t-full");
-    // Enough data that the artifact cannot fit in the 256 KiB tmpfs below.
-    let big =
-        "#!/bin/sh\nset -e\ndd if=/dev/urandom of=/big bs=1024 count=2048 2>/dev/null\necho made\n";
-    let p = tiny_project(&image, &[("10-big.sh", big)], &[]);
-    let out_dir = p.path().join("small");
-    std::fs::create_dir_all(&out_dir).unwrap();
-    let m = Command::new("mount")
-        .args(["-t", "tmpfs", "-o", "size=256k", "tmpfs"])
-        .arg(&out_dir)
-        .output()
-        .unwrap();
-    assert!(m.status.success(), "mount tmpfs: {}", stderr(&m));
-    let out = p.run(&[
-        "build",
-        &image,
-        "--next",
-        "--out-dir",
-        out_dir.to_str().unwrap(),
-    ]);
-    let left: Vec<String> = std::fs::read_dir(&out_dir)
-        .unwrap()
-        .flatten()
-        .map(|e| e.file_name().to_string_lossy().into_owned())
-        .filter(|n| n != ".reserved")
-        .collect();
-    let reserved_empty = std::fs::read_dir(out_dir.join(".reserved"))
-        .map(|mut d| d.next().is_none())
-        .unwrap_or(true);
-    let _ = Command::new("umount").arg(&out_dir).output();
-    let err = stderr(&out);
-    assert_eq!(out.status.code(), Some(1), "{err}");
-    assert!(err.contains("no space left on device"), "{err}");
-    assert!(left.is_empty(), "left behind: {left:?}");
-    assert!(reserved_empty, "reservation not released");
-    assert!(containers_named(&format!("lxcforge-{image}-")).is_empty());
-    cleanup_images(&p);
 }

@@ -21,6 +21,7 @@ fn help_lists_every_command() {
         "promote",
         "diff",
         "images",
+        "gc",
         "completions",
     ] {
         assert!(h.contains(cmd), "{cmd} missing from help:\n{h}");

@@ -255,3 +255,32 @@ pub fn containers_named(prefix: &str) -> Vec<String> {
         .unwrap();
     stdout(&o).lines().map(str::to_owned).collect()
 }
+
+/// Records one observed fault outcome for docs/reliability.md (`make reliability`): when
+/// `LXCFORGE_FAULT_REPORT` names a file, appends one JSON line
+/// `{"area","fault","outcome","left_behind"}` with a single write in append mode, so records
+/// from tests running in parallel never interleave. Call it with what the test measured, before
+/// asserting, so a failing check shows in the report too.
+pub fn record_fault(area: &str, fault: &str, outcome: &str, left_behind: &str) {
+    use std::io::Write;
+    let Some(path) = std::env::var_os("LXCFORGE_FAULT_REPORT").filter(|p| !p.is_empty()) else {
+        return;
+    };
+    let mut line = serde_json::json!({
+        "area": area,
+        "fault": fault,
+        "outcome": outcome,
+        "left_behind": left_behind,
+    })
+    .to_string();
+    line.push('\n');
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&path)
+        .unwrap_or_else(|e| panic!("cannot open the fault report {path:?}: {e}"));
+    let n = f
+        .write(line.as_bytes())
+        .unwrap_or_else(|e| panic!("cannot append to the fault report {path:?}: {e}"));
+    assert_eq!(n, line.len(), "short write to the fault report {path:?}");
+}
