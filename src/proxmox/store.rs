@@ -40,8 +40,10 @@ pub const SETTING_VARS: &[&str] = &[
     settings::ENV_API_URL,
     settings::ENV_BPG_ENDPOINT,
     settings::ENV_TOKEN_ID,
+    settings::ENV_TOKEN_SECRET,
     settings::ENV_BPG_TOKEN,
     settings::ENV_NODE,
+    settings::ENV_STORAGE,
 ];
 
 /// Names (never values) of the Proxmox settings present in the environment.
