@@ -1,12 +1,15 @@
 //! `rest_handler` and the API methods (pveproxy + pvedaemon as one; ref §0.3, §2.4–§6).
 
+// `ApiResult` is the response of a failed check, carried back as `Err`; boxing it buys nothing.
+#![allow(clippy::result_large_err)]
+
+use crate::Fault;
 use crate::config::{StorageConfig, TokenConfig};
 use crate::multipart::{Param, Params};
 use crate::state::{Shared, Task};
 use crate::upid::Upid;
-use crate::Fault;
 use regex::Regex;
-use serde_json::{json, Value};
+use serde_json::{Value, json};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::{Arc, LazyLock};
@@ -20,11 +23,16 @@ pub struct Auth {
 
 impl Auth {
     fn user(&self) -> String {
-        self.token.as_ref().map(|t| t.token_id()).unwrap_or_default()
+        self.token
+            .as_ref()
+            .map(|t| t.token_id())
+            .unwrap_or_default()
     }
 
     fn has(&self, path: &str, privilege: &str) -> bool {
-        self.token.as_ref().is_some_and(|t| t.has_priv(path, privilege))
+        self.token
+            .as_ref()
+            .is_some_and(|t| t.has_priv(path, privilege))
     }
 }
 
@@ -107,10 +115,8 @@ impl ApiResult {
             };
             m.insert("message".into(), Value::String(msg));
         }
-        if !is_error {
-            if let Some(t) = self.total.filter(|t| *t > 0) {
-                m.insert("total".into(), json!(t));
-            }
+        if !is_error && let Some(t) = self.total.filter(|t| *t > 0) {
+            m.insert("total".into(), json!(t));
         }
         crate::json::to_string(&Value::Object(m), rng)
     }
@@ -369,11 +375,15 @@ fn check_format(f: Fmt, v: &str) -> Result<(), String> {
         }
     };
     match f {
-        Fmt::Node if !NODE.is_match(v) => Err("value does not look like a valid node name\n".into()),
-        Fmt::StorageId if v.chars().count() < 2 => {
-            Err(format!("storage ID '{v}' cannot be shorter than 2 characters\n"))
+        Fmt::Node if !NODE.is_match(v) => {
+            Err("value does not look like a valid node name\n".into())
         }
-        Fmt::StorageId if !ID.is_match(v) => Err(format!("storage ID '{v}' contains illegal characters\n")),
+        Fmt::StorageId if v.chars().count() < 2 => Err(format!(
+            "storage ID '{v}' cannot be shorter than 2 characters\n"
+        )),
+        Fmt::StorageId if !ID.is_match(v) => {
+            Err(format!("storage ID '{v}' contains illegal characters\n"))
+        }
         Fmt::Content => content(v),
         Fmt::ContentList => v
             .split([',', ';', ' ', '\t', '\n', '\0'])
@@ -405,7 +415,11 @@ fn validate(props: &[Prop], params: &Params) -> Result<BTreeMap<String, String>,
         let v = match params.get(p.name) {
             None | Some(Param::Undef) => {
                 if !p.optional {
-                    add_error(&mut errors, p.name, "property is missing and it is not optional");
+                    add_error(
+                        &mut errors,
+                        p.name,
+                        "property is missing and it is not optional",
+                    );
                 }
                 continue;
             }
@@ -415,58 +429,89 @@ fn validate(props: &[Prop], params: &Params) -> Result<BTreeMap<String, String>,
                     Ty::Int => "integer",
                     Ty::Bool => "boolean",
                 };
-                add_error(&mut errors, p.name, &format!("type check ('{t}') failed - got ARRAY"));
+                add_error(
+                    &mut errors,
+                    p.name,
+                    &format!("type check ('{t}') failed - got ARRAY"),
+                );
                 continue;
             }
             Some(Param::Str(b)) => String::from_utf8_lossy(b).into_owned(),
         };
         match p.ty {
             Ty::Int if !INT.is_match(&v) => {
-                add_error(&mut errors, p.name, &format!("type check ('integer') failed - got '{v}'"));
+                add_error(
+                    &mut errors,
+                    p.name,
+                    &format!("type check ('integer') failed - got '{v}'"),
+                );
                 continue;
             }
             Ty::Bool if v != "0" && v != "1" => {
-                add_error(&mut errors, p.name, &format!("type check ('boolean') failed - got '{v}'"));
+                add_error(
+                    &mut errors,
+                    p.name,
+                    &format!("type check ('boolean') failed - got '{v}'"),
+                );
                 continue;
             }
             _ => {}
         }
-        if let Some(f) = p.format {
-            if let Err(e) = check_format(f, &v) {
-                add_error(&mut errors, p.name, &format!("invalid format - {e}"));
-                continue;
-            }
+        if let Some(f) = p.format
+            && let Err(e) = check_format(f, &v)
+        {
+            add_error(&mut errors, p.name, &format!("invalid format - {e}"));
+            continue;
         }
-        if let Some(pat) = p.pattern {
-            if !Regex::new(&format!("^(?:{pat})$")).unwrap().is_match(&v) {
-                add_error(&mut errors, p.name, "value does not match the regex pattern");
-                continue;
-            }
+        if let Some(pat) = p.pattern
+            && !Regex::new(&format!("^(?:{pat})$")).unwrap().is_match(&v)
+        {
+            add_error(
+                &mut errors,
+                p.name,
+                "value does not match the regex pattern",
+            );
+            continue;
         }
-        if let Some(max) = p.max_len {
-            if v.chars().count() > max {
-                add_error(&mut errors, p.name, &format!("value may only be {max} characters long"));
-                continue;
-            }
+        if let Some(max) = p.max_len
+            && v.chars().count() > max
+        {
+            add_error(
+                &mut errors,
+                p.name,
+                &format!("value may only be {max} characters long"),
+            );
+            continue;
         }
         if let Ok(n) = v.trim().parse::<i64>() {
             if let Some(max) = p.max.filter(|m| n > *m) {
-                add_error(&mut errors, p.name, &format!("value must have a maximum value of {max}"));
-                continue;
-            }
-            if let Some(min) = p.min.filter(|m| n < *m) {
-                add_error(&mut errors, p.name, &format!("value must have a minimum value of {min}"));
-                continue;
-            }
-        }
-        if let Some(e) = &p.enm {
-            if !e.contains(&v.as_str()) {
                 add_error(
                     &mut errors,
                     p.name,
-                    &format!("value '{v}' does not have a value in the enumeration '{}'", e.join(", ")),
+                    &format!("value must have a maximum value of {max}"),
                 );
+                continue;
             }
+            if let Some(min) = p.min.filter(|m| n < *m) {
+                add_error(
+                    &mut errors,
+                    p.name,
+                    &format!("value must have a minimum value of {min}"),
+                );
+                continue;
+            }
+        }
+        if let Some(e) = &p.enm
+            && !e.contains(&v.as_str())
+        {
+            add_error(
+                &mut errors,
+                p.name,
+                &format!(
+                    "value '{v}' does not have a value in the enumeration '{}'",
+                    e.join(", ")
+                ),
+            );
         }
         out.insert(p.name.to_string(), v);
     }
@@ -474,9 +519,14 @@ fn validate(props: &[Prop], params: &Params) -> Result<BTreeMap<String, String>,
         match props.iter().find(|p| p.name == k) {
             Some(p) => {
                 if let Some(req) = p.requires {
-                    let defined = matches!(params.get(req), Some(Param::Str(_)) | Some(Param::List(_)));
+                    let defined =
+                        matches!(params.get(req), Some(Param::Str(_)) | Some(Param::List(_)));
                     if !defined {
-                        add_error(&mut errors, req, &format!("missing property required by '{k}'"));
+                        add_error(
+                            &mut errors,
+                            req,
+                            &format!("missing property required by '{k}'"),
+                        );
                     }
                 }
             }
@@ -610,17 +660,17 @@ impl Ctx<'_> {
         let mut info: BTreeMap<String, (&StorageConfig, bool)> = BTreeMap::new();
         for s in &self.shared.cfg.storages {
             let enabled = s.enabled && s.on_node(&node);
-            if let Some(want) = &content {
-                if !want.iter().any(|c| s.content.contains(c)) || !enabled {
-                    continue;
-                }
+            if let Some(want) = &content
+                && (!want.iter().any(|c| s.content.contains(c)) || !enabled)
+            {
+                continue;
             }
             info.insert(s.id.clone(), (s, enabled));
         }
-        if let Some(sid) = p.get("storage") {
-            if !info.contains_key(sid) {
-                return ApiResult::param_exc1("storage", "No such storage.");
-            }
+        if let Some(sid) = p.get("storage")
+            && !info.contains_key(sid)
+        {
+            return ApiResult::param_exc1("storage", "No such storage.");
         }
         let mut res = Vec::new();
         for (sid, (s, enabled)) in &info {
@@ -634,6 +684,12 @@ impl Ctx<'_> {
                 continue;
             }
             if p.get("enabled").is_some_and(|e| e == "1") && !s.enabled {
+                continue;
+            }
+            // target: storages usable on this node and the target (the clone dialog's filter).
+            if let Some(t) = p.get("target").filter(|t| *t != &node && *t != "localhost")
+                && (!s.shared || !s.on_node(&node) || !s.on_node(t))
+            {
                 continue;
             }
             let mut content = s.content.clone();
@@ -680,7 +736,9 @@ impl Ctx<'_> {
         let Some(s) = self.shared.storage(sid) else {
             return ApiResult::die(format!("storage '{sid}' does not exist\n"));
         };
-        let types = ["rootdir", "images", "vztmpl", "iso", "backup", "snippets", "import"];
+        let types = [
+            "rootdir", "images", "vztmpl", "iso", "backup", "snippets", "import",
+        ];
         let cts: Vec<&str> = match p.get("content") {
             Some(c) => vec![c.as_str()],
             None => types.to_vec(),
@@ -760,20 +818,26 @@ impl Ctx<'_> {
             LazyLock::new(|| Regex::new(r"(?is)^([a-z][a-z0-9\-_.]*[a-z0-9]):(.+)$").unwrap());
         let (volid, sid, volname) = if volume.contains(':') {
             let Some(c) = VOLID.captures(volume) else {
-                return ApiResult::param_exc1("volume", &format!("unable to parse volume ID '{volume}'\n"));
+                return ApiResult::param_exc1(
+                    "volume",
+                    &format!("unable to parse volume ID '{volume}'\n"),
+                );
             };
-            if let Some(st) = p.get("storage") {
-                if &c[1] != st {
-                    return ApiResult::param_exc1(
-                        "volume",
-                        &format!("storage ID mismatch ({} != {st})\n", &c[1]),
-                    );
-                }
+            if let Some(st) = p.get("storage")
+                && &c[1] != st
+            {
+                return ApiResult::param_exc1(
+                    "volume",
+                    &format!("storage ID mismatch ({} != {st})\n", &c[1]),
+                );
             }
             (volume.clone(), c[1].to_string(), c[2].to_string())
         } else {
             let Some(st) = p.get("storage") else {
-                return ApiResult::param_exc1("volume", "no storage specified - incomplete volume ID");
+                return ApiResult::param_exc1(
+                    "volume",
+                    "no storage specified - incomplete volume ID",
+                );
             };
             (format!("{st}:{volume}"), st.clone(), volume.clone())
         };
@@ -787,18 +851,19 @@ impl Ctx<'_> {
             {
                 ("vztmpl", n.to_string())
             }
-            Some(("iso", n)) if !n.contains('/') && {
-                static ISO: LazyLock<Regex> =
-                    LazyLock::new(|| Regex::new(r"(?i)^[^/]+\.(?:iso|img)$").unwrap());
-                ISO.is_match(n)
-            } =>
+            Some(("iso", n))
+                if !n.contains('/') && {
+                    static ISO: LazyLock<Regex> =
+                        LazyLock::new(|| Regex::new(r"(?i)^[^/]+\.(?:iso|img)$").unwrap());
+                    ISO.is_match(n)
+                } =>
             {
                 ("iso", n.to_string())
             }
             _ => {
                 return ApiResult::die(format!(
                     "unable to parse directory volume name '{volname}'\n"
-                ))
+                ));
             }
         };
         let path = format!("/storage/{sid}");
@@ -826,7 +891,10 @@ impl Ctx<'_> {
                 if !(real.is_file() || real.is_symlink()) {
                     shared.task_println(&u, &format!("disk image '{virt}' does not exist"));
                 } else if let Err(e) = std::fs::remove_file(&real) {
-                    return Err(format!("unlink '{virt}' failed - {}\n", crate::state::errno_text(&e)));
+                    return Err(format!(
+                        "unlink '{virt}' failed - {}\n",
+                        crate::state::errno_text(&e)
+                    ));
                 }
                 shared.task_println(&u, &format!("Removed volume '{volid}'"));
                 Ok(())
@@ -918,11 +986,14 @@ impl Ctx<'_> {
                     Regex::new(r"^[a-zA-Z0-9\-.+=_]+\.(ova|qcow2|raw|vmdk)$").unwrap()
                 });
                 if !IMPORT.is_match(&filename) {
-                    return ApiResult::param_exc1("filename", "invalid filename or wrong extension");
+                    return ApiResult::param_exc1(
+                        "filename",
+                        "invalid filename or wrong extension",
+                    );
                 }
             }
         }
-        if !s.content.iter().any(|c| *c == content) {
+        if !s.content.contains(&content) {
             return ApiResult::die(format!(
                 "storage '{sid}' does not support '{content}' content\n"
             ));
@@ -1154,7 +1225,8 @@ impl ImgCopy {
             return Err(format!("{msg}\n"));
         }
         if let (Some(algo), Some(expected)) = (&self.algorithm, &self.checksum) {
-            self.shared.task_print(&self.upid, "calculating checksum...");
+            self.shared
+                .task_print(&self.upid, "calculating checksum...");
             let path = self.tmp_real.clone();
             let virt = self.tmp_virt.clone();
             let algo2 = algo.clone();
@@ -1194,7 +1266,11 @@ impl ImgCopy {
 
     /// `cp`/`scp`: the temp file moves into the storage (rename when possible).
     async fn copy(&self) -> Result<(), String> {
-        let tool = if self.cmd.starts_with("cp ") { "cp" } else { "scp" };
+        let tool = if self.cmd.starts_with("cp ") {
+            "cp"
+        } else {
+            "scp"
+        };
         let meta = match std::fs::metadata(&self.tmp_real) {
             Ok(m) => m,
             Err(e) => {
@@ -1248,8 +1324,12 @@ impl ImgCopy {
 /// `PVE::Tools::get_file_hash`: lower-case hex, streamed.
 fn file_hash(algo: &str, path: &std::path::Path, virt: &str) -> Result<String, String> {
     use std::io::Read;
-    let mut f = std::fs::File::open(path)
-        .map_err(|e| format!("unable to open '{virt}': {}\n", crate::state::errno_text(&e)))?;
+    let mut f = std::fs::File::open(path).map_err(|e| {
+        format!(
+            "unable to open '{virt}': {}\n",
+            crate::state::errno_text(&e)
+        )
+    })?;
     fn run<D: sha2::Digest>(f: &mut std::fs::File) -> std::io::Result<String> {
         let mut d = D::new();
         let mut buf = vec![0u8; 1 << 20];
@@ -1274,13 +1354,35 @@ fn file_hash(algo: &str, path: &std::path::Path, virt: &str) -> Result<String, S
     r.map_err(|e| format!("{e}\n"))
 }
 
+/// DELETE with `delay`: `{"data":null}` if the task finished OK within the delay, a 500 with
+/// its status if it failed, the UPID if it is still running (ref §6).
+pub async fn finish_wait(shared: &Shared, mut r: ApiResult) -> ApiResult {
+    let Some((upid, delay)) = r.wait_task.take() else {
+        return r;
+    };
+    let end = tokio::time::Instant::now() + delay;
+    loop {
+        match shared.with_task(&upid, |t| (t.running(), t.exitstatus())) {
+            Some((false, ex)) if ex == "OK" || ex.starts_with("WARNINGS") => {
+                return ApiResult::ok(Value::Null);
+            }
+            Some((false, ex)) => return ApiResult::die(format!("{ex}\n")),
+            _ if tokio::time::Instant::now() >= end => return r,
+            _ => tokio::time::sleep(std::time::Duration::from_millis(50)).await,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn normalisation() {
-        assert_eq!(normalize_content_filename("my template+v1.tar.zst"), "my_template_v1.tar.zst");
+        assert_eq!(
+            normalize_content_filename("my template+v1.tar.zst"),
+            "my_template_v1.tar.zst"
+        );
         assert_eq!(normalize_content_filename("C:\\x\\y.tar.gz"), "y.tar.gz");
         assert_eq!(normalize_content_filename("../../etc/x.tar.gz"), "x.tar.gz");
         assert_eq!(normalize_content_filename("ü.tar.gz"), "_.tar.gz");
@@ -1330,41 +1432,65 @@ mod tests {
         )
         .unwrap_err();
         assert_eq!(e.status, 400);
-        assert_eq!(e.errors["node"], "invalid format - value does not look like a valid node name\n");
-        assert_eq!(e.errors["storage"], "invalid format - storage ID 'x' cannot be shorter than 2 characters\n");
-        assert_eq!(e.errors["content"], "value 'backup' does not have a value in the enumeration 'iso, vztmpl'");
-        assert_eq!(e.errors["filename"], "value may only be 255 characters long");
-        assert_eq!(e.errors["checksum-algorithm"], "missing property required by 'checksum'");
-        assert_eq!(e.errors["foo"], "property is not defined in schema and the schema does not allow additional properties");
-        let e = validate(&props, &params(&[("node", "pve"), ("storage", "x!"), ("content", "foo")])).unwrap_err();
-        assert_eq!(e.errors["storage"], "invalid format - storage ID 'x!' contains illegal characters\n");
-        assert_eq!(e.errors["content"], "invalid format - invalid content type 'foo'\n");
-        assert_eq!(e.errors["filename"], "property is missing and it is not optional");
+        assert_eq!(
+            e.errors["node"],
+            "invalid format - value does not look like a valid node name\n"
+        );
+        assert_eq!(
+            e.errors["storage"],
+            "invalid format - storage ID 'x' cannot be shorter than 2 characters\n"
+        );
+        assert_eq!(
+            e.errors["content"],
+            "value 'backup' does not have a value in the enumeration 'iso, vztmpl'"
+        );
+        assert_eq!(
+            e.errors["filename"],
+            "value may only be 255 characters long"
+        );
+        assert_eq!(
+            e.errors["checksum-algorithm"],
+            "missing property required by 'checksum'"
+        );
+        assert_eq!(
+            e.errors["foo"],
+            "property is not defined in schema and the schema does not allow additional properties"
+        );
         let e = validate(
             &props,
-            &params(&[("node", "pve"), ("storage", "local"), ("content", "vztmpl"), ("filename", "a"), ("checksum-algorithm", "sha3")]),
+            &params(&[("node", "pve"), ("storage", "x!"), ("content", "foo")]),
         )
         .unwrap_err();
-        assert_eq!(e.errors["checksum-algorithm"], "value 'sha3' does not have a value in the enumeration 'md5, sha1, sha224, sha256, sha384, sha512'");
-        assert_eq!(e.errors["checksum"], "missing property required by 'checksum-algorithm'");
-    }
-}
-
-/// DELETE with `delay`: `{"data":null}` if the task finished OK within the delay, a 500 with
-/// its status if it failed, the UPID if it is still running (ref §6).
-pub async fn finish_wait(shared: &Shared, mut r: ApiResult) -> ApiResult {
-    let Some((upid, delay)) = r.wait_task.take() else {
-        return r;
-    };
-    let end = tokio::time::Instant::now() + delay;
-    loop {
-        match shared.with_task(&upid, |t| (t.running(), t.exitstatus())) {
-            Some((false, ex)) if ex == "OK" || ex.starts_with("WARNINGS") => {
-                return ApiResult::ok(Value::Null);
-            }
-            Some((false, ex)) => return ApiResult::die(format!("{ex}\n")),
-            _ if tokio::time::Instant::now() >= end => return r,
-            _ => tokio::time::sleep(std::time::Duration::from_millis(50)).await,
-        }
+        assert_eq!(
+            e.errors["storage"],
+            "invalid format - storage ID 'x!' contains illegal characters\n"
+        );
+        assert_eq!(
+            e.errors["content"],
+            "invalid format - invalid content type 'foo'\n"
+        );
+        assert_eq!(
+            e.errors["filename"],
+            "property is missing and it is not optional"
+        );
+        let e = validate(
+            &props,
+            &params(&[
+                ("node", "pve"),
+                ("storage", "local"),
+                ("content", "vztmpl"),
+                ("filename", "a"),
+                ("checksum-algorithm", "sha3"),
+            ]),
+        )
+        .unwrap_err();
+        assert_eq!(
+            e.errors["checksum-algorithm"],
+            "value 'sha3' does not have a value in the enumeration 'md5, sha1, sha224, sha256, sha384, sha512'"
+        );
+        assert_eq!(
+            e.errors["checksum"],
+            "missing property required by 'checksum-algorithm'"
+        );
     }
 }

@@ -32,7 +32,10 @@ pub fn split_tokenid(id: &str) -> Option<(String, String)> {
 
 /// `verify_token` (pve-access-control AccessControl.pm): the token on success, else the
 /// detailed error message (the first line becomes the old-style reason phrase).
-pub fn verify_token<'a>(tokens: &'a [TokenConfig], api_token: &str) -> Result<&'a TokenConfig, String> {
+pub fn verify_token<'a>(
+    tokens: &'a [TokenConfig],
+    api_token: &str,
+) -> Result<&'a TokenConfig, String> {
     // /^(.*)=(.*)$/ — greedy, so the split is on the last '='; '.' does not match "\n".
     let line = api_token;
     let Some(eq) = line.rfind('=') else {
@@ -81,33 +84,68 @@ mod tests {
     #[test]
     fn header_forms() {
         let h = "PVEAPIToken=automation@pve!ci=abc";
-        assert_eq!(extract_auth_value(Some(h), "PVEAPIToken").unwrap(), "automation@pve!ci=abc");
+        assert_eq!(
+            extract_auth_value(Some(h), "PVEAPIToken").unwrap(),
+            "automation@pve!ci=abc"
+        );
         let h = "PVEAPIToken automation@pve!ci=abc";
-        assert_eq!(extract_auth_value(Some(h), "PVEAPIToken").unwrap(), "automation@pve!ci=abc");
+        assert_eq!(
+            extract_auth_value(Some(h), "PVEAPIToken").unwrap(),
+            "automation@pve!ci=abc"
+        );
         let h = "pveapitoken=automation@pve!ci=abc";
         assert!(extract_auth_value(Some(h), "PVEAPIToken").is_none());
         let h = "PVEAPIToken=a%40pve!ci=x;rest";
-        assert_eq!(extract_auth_value(Some(h), "PVEAPIToken").unwrap(), "a@pve!ci=x");
+        assert_eq!(
+            extract_auth_value(Some(h), "PVEAPIToken").unwrap(),
+            "a@pve!ci=x"
+        );
     }
 
     #[test]
     fn verify_messages() {
         let t = toks();
         // Split on the last '=': a secret containing '=' cannot be used.
-        assert_eq!(verify_token(&t, "automation@pve!ci=s3cret=x").unwrap_err(), "'automation@pve!ci=s3cret' is not a valid token ID - not able to split into user and token parts");
+        assert_eq!(
+            verify_token(&t, "automation@pve!ci=s3cret=x").unwrap_err(),
+            "'automation@pve!ci=s3cret' is not a valid token ID - not able to split into user and token parts"
+        );
         let t = vec![TokenConfig::full("automation@pve", "ci", "abc")];
         assert!(verify_token(&t, "automation@pve!ci=abc").is_ok());
-        assert_eq!(verify_token(&t, "automation@pve!ci=abd").unwrap_err(), "invalid token value!");
-        assert_eq!(verify_token(&t, "automation@pve!cd=abc").unwrap_err(), "no such token 'cd' for user 'automation@pve'");
-        assert_eq!(verify_token(&t, "dev@pve!ci=abc").unwrap_err(), "no such user ('dev@pve')");
-        assert_eq!(verify_token(&t, "automation@pve!ci").unwrap_err(), "no tokenid specified");
-        assert!(verify_token(&t, "automation@pve!a!b=abc").unwrap_err().contains("not a valid token ID"));
-        assert!(verify_token(&t, "automation@pve!c=abc").unwrap_err().contains("not a valid token ID"));
+        assert_eq!(
+            verify_token(&t, "automation@pve!ci=abd").unwrap_err(),
+            "invalid token value!"
+        );
+        assert_eq!(
+            verify_token(&t, "automation@pve!cd=abc").unwrap_err(),
+            "no such token 'cd' for user 'automation@pve'"
+        );
+        assert_eq!(
+            verify_token(&t, "dev@pve!ci=abc").unwrap_err(),
+            "no such user ('dev@pve')"
+        );
+        assert_eq!(
+            verify_token(&t, "automation@pve!ci").unwrap_err(),
+            "no tokenid specified"
+        );
+        assert!(
+            verify_token(&t, "automation@pve!a!b=abc")
+                .unwrap_err()
+                .contains("not a valid token ID")
+        );
+        assert!(
+            verify_token(&t, "automation@pve!c=abc")
+                .unwrap_err()
+                .contains("not a valid token ID")
+        );
     }
 
     #[test]
     fn redaction() {
-        assert_eq!(redact("PVEAPIToken=automation@pve!ci=abc"), "PVEAPIToken=automation@pve!ci=<redacted>");
+        assert_eq!(
+            redact("PVEAPIToken=automation@pve!ci=abc"),
+            "PVEAPIToken=automation@pve!ci=<redacted>"
+        );
         assert_eq!(redact("Basic Zm9v"), "<redacted>");
     }
 }

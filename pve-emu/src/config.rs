@@ -140,7 +140,9 @@ impl StorageConfig {
 
     /// Whether the storage is configured for `node` (ref §2.5 step 2).
     pub fn on_node(&self, node: &str) -> bool {
-        self.nodes.as_ref().is_none_or(|n| n.iter().any(|x| x == node))
+        self.nodes
+            .as_ref()
+            .is_none_or(|n| n.iter().any(|x| x == node))
     }
 }
 

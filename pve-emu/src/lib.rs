@@ -24,8 +24,8 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-pub use config::{AuthReason, Config, StorageConfig, TokenConfig, ALL_DATASTORE_PRIVS};
-pub use upid::{Upid, UPID_REGEX};
+pub use config::{ALL_DATASTORE_PRIVS, AuthReason, Config, StorageConfig, TokenConfig};
+pub use upid::{UPID_REGEX, Upid};
 
 /// Faults injected with [`Emulator::inject`]. Each is one-shot: it is consumed when it fires.
 /// Several may be queued; they fire in the order they were injected.
@@ -131,14 +131,18 @@ impl Emulator {
             }
             Err(_) => {
                 let _ = thread.join();
-                Err(std::io::Error::other("pve-emu server thread died while starting"))
+                Err(std::io::Error::other(
+                    "pve-emu server thread died while starting",
+                ))
             }
         }
     }
 
     /// Like [`Emulator::start`], for code without an async runtime.
     pub fn start_blocking(config: Config) -> std::io::Result<Emulator> {
-        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
         rt.block_on(Self::start(config))
     }
 

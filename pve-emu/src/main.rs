@@ -50,7 +50,9 @@ fn parse_token(s: &str) -> Result<TokenConfig, String> {
         .split_once('!')
         .ok_or_else(|| format!("--token '{s}': expected USER@REALM!ID=SECRET (no '!' found)"))?;
     if !user.contains('@') {
-        return Err(format!("--token '{s}': the user needs a realm (USER@REALM)"));
+        return Err(format!(
+            "--token '{s}': the user needs a realm (USER@REALM)"
+        ));
     }
     Ok(TokenConfig::full(user, token, secret))
 }
@@ -72,7 +74,11 @@ fn parse_storage(s: &str) -> Result<StorageConfig, String> {
     for p in parts {
         match p {
             "shared" => st.shared = true,
-            other => return Err(format!("--storage '{s}': unknown flag '{other}' (only 'shared')")),
+            other => {
+                return Err(format!(
+                    "--storage '{s}': unknown flag '{other}' (only 'shared')"
+                ));
+            }
         }
     }
     Ok(st)
@@ -96,10 +102,18 @@ fn run(args: Args) -> Result<(), String> {
         ..Config::default()
     };
     if !args.tokens.is_empty() {
-        cfg.tokens = args.tokens.iter().map(|t| parse_token(t)).collect::<Result<_, _>>()?;
+        cfg.tokens = args
+            .tokens
+            .iter()
+            .map(|t| parse_token(t))
+            .collect::<Result<_, _>>()?;
     }
     if !args.storages.is_empty() {
-        cfg.storages = args.storages.iter().map(|s| parse_storage(s)).collect::<Result<_, _>>()?;
+        cfg.storages = args
+            .storages
+            .iter()
+            .map(|s| parse_storage(s))
+            .collect::<Result<_, _>>()?;
     }
     if !args.nodes.is_empty() {
         cfg.entry_node = args.nodes[0].clone();

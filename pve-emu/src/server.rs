@@ -3,7 +3,7 @@
 use crate::api::{self, ApiResult, Auth, UploadCtx};
 use crate::http::{self, Request, Response};
 use crate::multipart::{self, Event, Multipart, PartScanner};
-use crate::state::{errno_text, Shared};
+use crate::state::{Shared, errno_text};
 use crate::{Config, Emulator, Fault, RecordedRequest};
 use std::io::Write;
 use std::net::{IpAddr, SocketAddr};
@@ -12,7 +12,7 @@ use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::oneshot;
-use tokio::time::{timeout, Instant};
+use tokio::time::{Instant, timeout};
 
 pub struct Started {
     pub emulator: Emulator,
@@ -62,7 +62,12 @@ fn loopback_only(addr: &SocketAddr) -> std::io::Result<()> {
 async fn setup(
     mut config: Config,
     stop: oneshot::Sender<()>,
-) -> std::io::Result<(Emulator, TcpListener, Arc<Shared>, tokio_rustls::TlsAcceptor)> {
+) -> std::io::Result<(
+    Emulator,
+    TcpListener,
+    Arc<Shared>,
+    tokio_rustls::TlsAcceptor,
+)> {
     loopback_only(&config.listen)?;
     if !config.nodes.contains(&config.entry_node) {
         config.nodes.insert(0, config.entry_node.clone());
@@ -255,11 +260,13 @@ impl Rec<'_> {
         self.shared.update_request(self.idx, |r| r.body_len = n);
     }
     fn handler_run(&self) {
-        self.shared.update_request(self.idx, |r| r.handler_runs += 1);
+        self.shared
+            .update_request(self.idx, |r| r.handler_runs += 1);
     }
     fn parts(&self, names: &[String]) {
         let names = names.to_vec();
-        self.shared.update_request(self.idx, |r| r.part_names = names);
+        self.shared
+            .update_request(self.idx, |r| r.part_names = names);
     }
 }
 
@@ -282,13 +289,21 @@ fn http_error(shared: &Shared, code: u16, msg: &str) -> Response {
 fn api_response(shared: &Shared, res: &ApiResult) -> Response {
     let body = shared.with_rng(|rng| res.body(shared.beh.http_5_2_0, rng));
     let mut r = Response::new(res.status, res.message.clone().unwrap_or_default());
-    r.headers
-        .push(("Content-Type".into(), "application/json;charset=UTF-8".into()));
+    r.headers.push((
+        "Content-Type".into(),
+        "application/json;charset=UTF-8".into(),
+    ));
     r.body = body.into_bytes();
     r
 }
 
-async fn send(conn: &mut Conn, rec: &Rec<'_>, req: &Request, resp: &Response, keep_alive: bool) -> Next {
+async fn send(
+    conn: &mut Conn,
+    rec: &Rec<'_>,
+    req: &Request,
+    resp: &Response,
+    keep_alive: bool,
+) -> Next {
     let out = http::render(resp, &req.proto_str(), keep_alive);
     rec.status(out.code, &out.reason);
     if !conn.write(&out.bytes).await {
@@ -356,7 +371,14 @@ async fn one_request(shared: &Arc<Shared>, conn: &mut Conn, keep_alive: i32) -> 
         body_start: 0,
     };
     let Some((method, target, maj, min)) = parsed else {
-        return send(conn, &rec, &req, &http_error(shared, 400, "bad request"), false).await;
+        return send(
+            conn,
+            &rec,
+            &req,
+            &http_error(shared, 400, "bad request"),
+            false,
+        )
+        .await;
     };
     req.method = method;
     req.target = target;
@@ -374,7 +396,14 @@ async fn one_request(shared: &Arc<Shared>, conn: &mut Conn, keep_alive: i32) -> 
         return send(conn, &rec, &req, &http_error(shared, 506, &msg), false).await;
     }
     if regex::Regex::new(r"^[^/]*@").unwrap().is_match(&req.target) {
-        return send(conn, &rec, &req, &http_error(shared, 400, "invalid url"), false).await;
+        return send(
+            conn,
+            &rec,
+            &req,
+            &http_error(shared, 400, "invalid url"),
+            false,
+        )
+        .await;
     }
 
     // Header lines (unshift_read_header).
@@ -443,7 +472,10 @@ async fn one_request(shared: &Arc<Shared>, conn: &mut Conn, keep_alive: i32) -> 
         None if (maj, min) < (1, 1) => ka = false,
         None => {}
     }
-    if let Some(te) = req.header("Transfer-Encoding").filter(|t| !t.is_empty() && t != "0") {
+    if let Some(te) = req
+        .header("Transfer-Encoding")
+        .filter(|t| !t.is_empty() && t != "0")
+    {
         let msg = if te.eq_ignore_ascii_case("chunked") {
             "chunked transfer encoding not supported".to_string()
         } else {
@@ -484,7 +516,14 @@ async fn one_request(shared: &Arc<Shared>, conn: &mut Conn, keep_alive: i32) -> 
     let mut rel_uri = String::new();
     if path.starts_with("/api2") {
         let Some((rel, _format)) = split_abs_uri(&path) else {
-            return send(conn, &rec, &req, &http_error(shared, 501, "no such uri"), false).await;
+            return send(
+                conn,
+                &rec,
+                &req,
+                &http_error(shared, 501, "no such uri"),
+                false,
+            )
+            .await;
         };
         rel_uri = rel;
         match auth_handler(shared, &req, &method, &rel_uri) {
@@ -516,7 +555,14 @@ async fn one_request(shared: &Arc<Shared>, conn: &mut Conn, keep_alive: i32) -> 
             return upload(shared, conn, &mut rec, &req, &auth, &rel_uri, boundary, len).await;
         }
         if len > shared.beh.limit_max_post as u64 {
-            return send(conn, &rec, &req, &http_error(shared, 501, "for data too large"), false).await;
+            return send(
+                conn,
+                &rec,
+                &req,
+                &http_error(shared, 501, "for data too large"),
+                false,
+            )
+            .await;
         }
         let ct = ct.unwrap_or_default();
         if ct.is_empty() || ct == "application/x-www-form-urlencoded" || ct == "application/json" {
@@ -529,10 +575,23 @@ async fn one_request(shared: &Arc<Shared>, conn: &mut Conn, keep_alive: i32) -> 
             let body: Vec<u8> = conn.rbuf.drain(..len as usize).collect();
             rec.body(body.len() as u64);
             let is_json = ct == "application/json";
-            return handle_request(shared, conn, &rec, &req, &auth, &path, &rel_uri, Some((body, is_json)), ka)
-                .await;
+            return handle_request(
+                shared,
+                conn,
+                &rec,
+                &req,
+                &auth,
+                &path,
+                &rel_uri,
+                Some((body, is_json)),
+                ka,
+            )
+            .await;
         }
-        let msg = format!("upload 'Content-Type '{}' not implemented", ctype.unwrap_or_default());
+        let msg = format!(
+            "upload 'Content-Type '{}' not implemented",
+            ctype.unwrap_or_default()
+        );
         return send(conn, &rec, &req, &http_error(shared, 506, &msg), false).await;
     }
     handle_request(shared, conn, &rec, &req, &auth, &path, &rel_uri, None, ka).await
@@ -759,11 +818,12 @@ async fn upload(
     loop {
         rec.body(body_len);
         rec.parts(&scanner.names);
-        if let Some((id, n)) = drop_at {
-            if body_len >= n && shared.consume_fault(id) {
-                unlink(&tmp_real);
-                return Next::Close;
-            }
+        if let Some((id, n)) = drop_at
+            && body_len >= n
+            && shared.consume_fault(id)
+        {
+            unlink(&tmp_real);
+            return Next::Close;
         }
         if !conn.rbuf.is_empty() {
             let mut sink = |data: &[u8]| -> Result<(), String> {

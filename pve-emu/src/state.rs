@@ -5,8 +5,8 @@ use crate::upid::Upid;
 use crate::version::Behaviour;
 use crate::{Fault, RecordedRequest, TaskRecord};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 pub struct Task {
@@ -295,7 +295,9 @@ impl Shared {
 
     /// Creates a task on `node` (the node that received the request) and returns its UPID.
     pub fn new_task(&self, node: &str, kind: &str, id: &str, user: &str) -> String {
-        let pid = self.next_pid.fetch_add(self.with_rng(|r| r.u32(1..40)), Ordering::SeqCst);
+        let pid = self
+            .next_pid
+            .fetch_add(self.with_rng(|r| r.u32(1..40)), Ordering::SeqCst);
         // pstart: clock ticks (100 Hz) since boot.
         let uptime = std::fs::read_to_string("/proc/uptime")
             .ok()

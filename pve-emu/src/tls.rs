@@ -23,8 +23,9 @@ pub fn fingerprint(der: &[u8]) -> String {
 pub fn generate() -> std::io::Result<Tls> {
     let err = |e: &dyn std::fmt::Display| std::io::Error::other(format!("certificate: {e}"));
     // "127.0.0.1" becomes an IP SAN, "localhost" a DNS SAN.
-    let certified = rcgen::generate_simple_self_signed(vec!["127.0.0.1".into(), "localhost".into()])
-        .map_err(|e| err(&e))?;
+    let certified =
+        rcgen::generate_simple_self_signed(vec!["127.0.0.1".into(), "localhost".into()])
+            .map_err(|e| err(&e))?;
     let cert_der = certified.cert.der().clone();
     let key_der = rustls::pki_types::PrivateKeyDer::Pkcs8(
         rustls::pki_types::PrivatePkcs8KeyDer::from(certified.signing_key.serialize_der()),

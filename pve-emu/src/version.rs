@@ -85,7 +85,8 @@ impl Behaviour {
         } else {
             (64 * 1024, 64 * 1024)
         };
-        let version_unified = pve.at_least("9.1.5") || (pve.at_least("8.4.17") && !pve.at_least("9.0"));
+        let version_unified =
+            pve.at_least("9.1.5") || (pve.at_least("8.4.17") && !pve.at_least("9.0"));
         let unified_auth_reason = match auth {
             crate::AuthReason::Unified => true,
             crate::AuthReason::Detailed => false,
@@ -110,7 +111,11 @@ impl Behaviour {
         // whole is "tar" (any case) or "tar.<ext>".
         match whole.split_once('.') {
             Some((_, ext)) => Some(format!("t{ext}")),
-            None => Some(if whole == "tar" { whole } else { format!("t{whole}") }),
+            None => Some(if whole == "tar" {
+                whole
+            } else {
+                format!("t{whole}")
+            }),
         }
     }
 }

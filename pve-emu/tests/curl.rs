@@ -39,10 +39,18 @@ fn curl_upload_like_real_proxmox_accepts_it() {
     let Some(s) = setup(fast()) else { return };
     let (path, data) = template(&s, "debian-12-golden-v1.tar.zst", 200_000);
     let file_arg = format!("filename=@{}", path.display());
-    let c = curl(&s.emu, &s.pem, &["-F", "content=vztmpl", "-F", &file_arg], &url(&s));
+    let c = curl(
+        &s.emu,
+        &s.pem,
+        &["-F", "content=vztmpl", "-F", &file_arg],
+        &url(&s),
+    );
     assert_eq!(c.code, Some(200), "{}{}", c.body, c.stderr);
     assert_eq!(c.header("Connection"), Some("close"));
-    assert_eq!(c.header("Content-Type"), Some("application/json;charset=UTF-8"));
+    assert_eq!(
+        c.header("Content-Type"),
+        Some("application/json;charset=UTF-8")
+    );
     assert_eq!(c.header("Server"), Some("pve-api-daemon/3.0"));
     assert_eq!(c.header("Cache-Control"), Some("max-age=0"));
     assert_eq!(c.header("Pragma"), Some("no-cache"));
@@ -56,8 +64,16 @@ fn curl_upload_like_real_proxmox_accepts_it() {
     let st = wait_task(&s.emu, "pve", &upid);
     assert_eq!(st["exitstatus"], "OK");
     let log = task_log(&s.emu, "pve", &upid);
-    let tmp = log[0].strip_prefix("starting file import from: ").unwrap().to_string();
-    assert!(Regex::new("^/var/tmp/pveupload-[0-9a-f]{32}$").unwrap().is_match(&tmp), "{tmp}");
+    let tmp = log[0]
+        .strip_prefix("starting file import from: ")
+        .unwrap()
+        .to_string();
+    assert!(
+        Regex::new("^/var/tmp/pveupload-[0-9a-f]{32}$")
+            .unwrap()
+            .is_match(&tmp),
+        "{tmp}"
+    );
     assert_eq!(
         log[1..],
         [
@@ -69,10 +85,18 @@ fn curl_upload_like_real_proxmox_accepts_it() {
             "TASK OK".into(),
         ]
     );
-    let stored = s.emu.stored_file("pve", "local", "debian-12-golden-v1.tar.zst").unwrap();
+    let stored = s
+        .emu
+        .stored_file("pve", "local", "debian-12-golden-v1.tar.zst")
+        .unwrap();
     assert_eq!(std::fs::read(stored).unwrap(), data);
     assert!(s.emu.temp_files().is_empty(), "{:?}", s.emu.temp_files());
-    let req = s.emu.requests().into_iter().find(|r| r.method == "POST").unwrap();
+    let req = s
+        .emu
+        .requests()
+        .into_iter()
+        .find(|r| r.method == "POST")
+        .unwrap();
     assert_eq!(req.part_names, ["content", "filename"]);
     assert_eq!(req.status, Some(200));
     assert_eq!(
@@ -92,7 +116,16 @@ fn curl_upload_with_checksum_in_the_right_order() {
     let c = curl(
         &s.emu,
         &s.pem,
-        &["-F", "content=vztmpl", "-F", "checksum-algorithm=sha256", "-F", &sum, "-F", &file_arg],
+        &[
+            "-F",
+            "content=vztmpl",
+            "-F",
+            "checksum-algorithm=sha256",
+            "-F",
+            &sum,
+            "-F",
+            &file_arg,
+        ],
         &url(&s),
     );
     assert_eq!(c.code, Some(200), "{}{}", c.body, c.stderr);
@@ -103,7 +136,10 @@ fn curl_upload_with_checksum_in_the_right_order() {
     assert_eq!(wait_task(&s.emu, "pve", &upid)["exitstatus"], "OK");
     let log = task_log(&s.emu, "pve", &upid);
     assert_eq!(log[1], "calculating checksum...OK, checksum verified");
-    assert_eq!(std::fs::read(s.emu.stored_file("pve", "local", "x.tar.gz").unwrap()).unwrap(), data);
+    assert_eq!(
+        std::fs::read(s.emu.stored_file("pve", "local", "x.tar.gz").unwrap()).unwrap(),
+        data
+    );
 }
 
 #[test]
@@ -114,7 +150,16 @@ fn curl_checksum_mismatch_is_a_task_error_not_an_http_error() {
     let c = curl(
         &s.emu,
         &s.pem,
-        &["-F", "content=vztmpl", "-F", "checksum-algorithm=md5", "-F", "checksum=abc", "-F", &file_arg],
+        &[
+            "-F",
+            "content=vztmpl",
+            "-F",
+            "checksum-algorithm=md5",
+            "-F",
+            "checksum=abc",
+            "-F",
+            &file_arg,
+        ],
         &url(&s),
     );
     assert_eq!(c.code, Some(200));
@@ -125,7 +170,9 @@ fn curl_checksum_mismatch_is_a_task_error_not_an_http_error() {
     let st = wait_task(&s.emu, "pve", &upid);
     let ex = st["exitstatus"].as_str().unwrap();
     assert!(
-        Regex::new("^checksum mismatch: got '[0-9a-f]{32}' != expect 'abc'$").unwrap().is_match(ex),
+        Regex::new("^checksum mismatch: got '[0-9a-f]{32}' != expect 'abc'$")
+            .unwrap()
+            .is_match(ex),
         "{ex}"
     );
     let log = task_log(&s.emu, "pve", &upid);
@@ -146,16 +193,39 @@ fn curl_wrong_field_orders_fail_like_proxmox() {
     let c = curl(
         &s.emu,
         &s.pem,
-        &["-F", "content=vztmpl", "-F", "checksum=abc", "-F", "checksum-algorithm=sha256", "-F", &file_arg],
+        &[
+            "-F",
+            "content=vztmpl",
+            "-F",
+            "checksum=abc",
+            "-F",
+            "checksum-algorithm=sha256",
+            "-F",
+            &file_arg,
+        ],
         &url(&s),
     );
-    assert_eq!((c.code, c.reason.as_str()), (Some(400), "Bad Request"), "{}", c.stderr);
+    assert_eq!(
+        (c.code, c.reason.as_str()),
+        (Some(400), "Bad Request"),
+        "{}",
+        c.stderr
+    );
     assert_eq!(c.body, "");
     // content after checksum fields: same.
     let c = curl(
         &s.emu,
         &s.pem,
-        &["-F", "checksum-algorithm=sha256", "-F", "checksum=abc", "-F", "content=vztmpl", "-F", &file_arg],
+        &[
+            "-F",
+            "checksum-algorithm=sha256",
+            "-F",
+            "checksum=abc",
+            "-F",
+            "content=vztmpl",
+            "-F",
+            &file_arg,
+        ],
         &url(&s),
     );
     assert_eq!(c.code, Some(400));
@@ -170,7 +240,12 @@ fn curl_wrong_field_orders_fail_like_proxmox() {
     assert_eq!((c.code, c.body.as_str()), (Some(400), ""));
     // The file part named `file`: 500 with Perl's "at … line N." (ref §2.3, §11).
     let file_arg2 = format!("file=@{}", path.display());
-    let c = curl(&s.emu, &s.pem, &["-F", "content=vztmpl", "-F", &file_arg2], &url(&s));
+    let c = curl(
+        &s.emu,
+        &s.pem,
+        &["-F", "content=vztmpl", "-F", &file_arg2],
+        &url(&s),
+    );
     let msg = "wrong field name 'file' for file upload, expected 'filename' at /usr/share/perl5/PVE/APIServer/AnyEvent.pm line 1325.";
     assert_eq!(c.code, Some(500));
     assert_eq!(c.reason, msg);
@@ -185,10 +260,18 @@ fn curl_part_after_the_file_becomes_file_data() {
     // Large enough that the file part is parsed before the trailing part arrives.
     let (path, data) = template(&s, "x.tar.gz", 1 << 20);
     let file_arg = format!("filename=@{}", path.display());
-    let c = curl(&s.emu, &s.pem, &["-F", &file_arg, "-F", "content=vztmpl"], &url(&s));
+    let c = curl(
+        &s.emu,
+        &s.pem,
+        &["-F", &file_arg, "-F", "content=vztmpl"],
+        &url(&s),
+    );
     assert_eq!(c.code, Some(400), "{}", c.stderr);
     let v: serde_json::Value = serde_json::from_str(&c.body).unwrap();
-    assert_eq!(v["errors"]["content"], "property is missing and it is not optional");
+    assert_eq!(
+        v["errors"]["content"],
+        "property is missing and it is not optional"
+    );
     assert_eq!(v["message"], "Parameter verification failed.\n");
     assert_eq!(v["data"], serde_json::Value::Null);
     // A handler error leaves the temp file behind (ref §2.12), holding the file plus the part.
@@ -198,7 +281,10 @@ fn curl_part_after_the_file_becomes_file_data() {
     assert_eq!(&got[..data.len()], &data[..]);
     let tail = String::from_utf8_lossy(&got[data.len()..]).into_owned();
     assert!(tail.starts_with("\r\n--"), "{tail:?}");
-    assert!(tail.ends_with("Content-Disposition: form-data; name=\"content\"\r\n\r\nvztmpl"), "{tail:?}");
+    assert!(
+        tail.ends_with("Content-Disposition: form-data; name=\"content\"\r\n\r\nvztmpl"),
+        "{tail:?}"
+    );
 }
 
 #[test]
@@ -209,7 +295,14 @@ fn curl_chunked_is_refused_with_501() {
     let c = curl(
         &s.emu,
         &s.pem,
-        &["-H", "Transfer-Encoding: chunked", "-F", "content=vztmpl", "-F", &file_arg],
+        &[
+            "-H",
+            "Transfer-Encoding: chunked",
+            "-F",
+            "content=vztmpl",
+            "-F",
+            &file_arg,
+        ],
         &url(&s),
     );
     assert_eq!(c.code, Some(501), "{}", c.stderr);
@@ -223,19 +316,40 @@ fn curl_chunked_is_refused_with_501() {
 fn curl_quoted_boundary_never_matches() {
     let Some(s) = setup(fast()) else { return };
     let b = "XyZ123";
-    let body = multipart(b, &[text("content", "vztmpl"), file("filename", "x.tar.gz", b"data")]);
+    let body = multipart(
+        b,
+        &[
+            text("content", "vztmpl"),
+            file("filename", "x.tar.gz", b"data"),
+        ],
+    );
     let bp = s.dir.path().join("body");
     std::fs::write(&bp, &body).unwrap();
     let data_arg = format!("@{}", bp.display());
     let ct = format!("Content-Type: multipart/form-data; boundary=\"{b}\"");
-    let c = curl(&s.emu, &s.pem, &["-H", &ct, "--data-binary", &data_arg], &url(&s));
+    let c = curl(
+        &s.emu,
+        &s.pem,
+        &["-H", &ct, "--data-binary", &data_arg],
+        &url(&s),
+    );
     // The boundary keeps its quotes: nothing matches; all bytes in → "upload failed".
     let msg = "upload failed at /usr/share/perl5/PVE/APIServer/AnyEvent.pm line 1370.";
-    assert_eq!((c.code, c.reason.as_str()), (Some(500), msg), "{}", c.stderr);
+    assert_eq!(
+        (c.code, c.reason.as_str()),
+        (Some(500), msg),
+        "{}",
+        c.stderr
+    );
     assert_eq!(c.body, format!("{msg}\n"));
     // The same body with the boundary unquoted is fine.
     let ct = format!("Content-Type: multipart/form-data; boundary={b}");
-    let c = curl(&s.emu, &s.pem, &["-H", &ct, "--data-binary", &data_arg], &url(&s));
+    let c = curl(
+        &s.emu,
+        &s.pem,
+        &["-H", &ct, "--data-binary", &data_arg],
+        &url(&s),
+    );
     assert_eq!(c.code, Some(200), "{}", c.body);
 }
 
@@ -251,14 +365,24 @@ fn curl_non_multipart_upload_and_tmpfilename_get_no_answer() {
     let c = curl(
         &s.emu,
         &s.pem,
-        &["-H", "Content-Type: application/octet-stream", "--data-binary", &data_arg],
+        &[
+            "-H",
+            "Content-Type: application/octet-stream",
+            "--data-binary",
+            &data_arg,
+        ],
         &url(&s),
     );
     assert_eq!(c.code, None);
     assert_eq!(c.exit, 52, "curl: empty reply expected: {}", c.stderr);
     let file_arg = format!("filename=@{}", path.display());
     let u = format!("{}?tmpfilename=/var/tmp/pveupload-00", url(&s));
-    let c = curl(&s.emu, &s.pem, &["-F", "content=vztmpl", "-F", &file_arg], &u);
+    let c = curl(
+        &s.emu,
+        &s.pem,
+        &["-F", "content=vztmpl", "-F", &file_arg],
+        &u,
+    );
     assert_eq!((c.code, c.exit), (None, 52), "{}", c.stderr);
     // The refused tmpfilename upload had created its temp file already (ref §2.2).
     assert_eq!(s.emu.temp_files().len(), 1);
@@ -272,11 +396,20 @@ fn curl_post_without_body_reaches_the_handler() {
     let c = curl(&s.emu, &s.pem, &["-X", "POST"], &url(&s));
     assert_eq!(c.code, Some(400), "{}", c.stderr);
     let v: serde_json::Value = serde_json::from_str(&c.body).unwrap();
-    assert_eq!(v["errors"]["content"], "property is missing and it is not optional");
-    assert_eq!(v["errors"]["filename"], "property is missing and it is not optional");
+    assert_eq!(
+        v["errors"]["content"],
+        "property is missing and it is not optional"
+    );
+    assert_eq!(
+        v["errors"]["filename"],
+        "property is missing and it is not optional"
+    );
     let u = format!("{}?content=vztmpl&filename=x.tar.gz", url(&s));
     let c = curl(&s.emu, &s.pem, &["-X", "POST"], &u);
-    assert_eq!((c.code, c.reason.as_str()), (Some(500), "missing temporary file name"));
+    assert_eq!(
+        (c.code, c.reason.as_str()),
+        (Some(500), "missing temporary file name")
+    );
 }
 
 /// Peak RSS of a process in KiB.
@@ -323,26 +456,47 @@ fn binary_streams_a_300_mib_curl_upload_with_flat_memory() {
         }
     }
     let out = std::process::Command::new("curl")
-        .args(["-sS", "--cacert", &pem, "-H", "Authorization: PVEAPIToken=bench@pve!up=s3cret"])
+        .args([
+            "-sS",
+            "--cacert",
+            &pem,
+            "-H",
+            "Authorization: PVEAPIToken=bench@pve!up=s3cret",
+        ])
         .args(["-F", "content=vztmpl", "-F"])
         .arg(format!("filename=@{}", file.display()))
-        .arg(format!("{}/nodes/pve/storage/local/upload", info["api_url"].as_str().unwrap()))
+        .arg(format!(
+            "{}/nodes/pve/storage/local/upload",
+            info["api_url"].as_str().unwrap()
+        ))
         .output()
         .unwrap();
     let body = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(body.contains("UPID:pve:"), "{body} {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        body.contains("UPID:pve:"),
+        "{body} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let stored = data_dir.join("nodes/pve/storage/local/template/cache/big.tar.zst");
     let end = std::time::Instant::now() + Duration::from_secs(30);
     while std::fs::metadata(&stored).map_or(0, |m| m.len()) != 300 << 20 {
-        assert!(std::time::Instant::now() < end, "stored file never complete");
+        assert!(
+            std::time::Instant::now() < end,
+            "stored file never complete"
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
     let hwm = vm_hwm(pid);
     unsafe_kill(pid);
     let _ = child.wait();
-    assert!(hwm < 64 * 1024, "emulator peak RSS {hwm} KiB for a 300 MiB upload");
+    assert!(
+        hwm < 64 * 1024,
+        "emulator peak RSS {hwm} KiB for a 300 MiB upload"
+    );
 }
 
 fn unsafe_kill(pid: u32) {
-    let _ = std::process::Command::new("kill").arg(pid.to_string()).status();
+    let _ = std::process::Command::new("kill")
+        .arg(pid.to_string())
+        .status();
 }

@@ -17,11 +17,17 @@ fn body_for(name: &str, data: &[u8], checksum: Option<&str>) -> Vec<u8> {
 }
 
 fn upload(emu: &pve_emu::Emulator, name: &str, data: &[u8], checksum: Option<&str>) -> Raw {
-    exchange(emu, &upload_request(UPLOAD, &body_for(name, data, checksum)))
+    exchange(
+        emu,
+        &upload_request(UPLOAD, &body_for(name, data, checksum)),
+    )
 }
 
 fn upid_of(r: &Raw) -> String {
-    r.json()["data"].as_str().unwrap_or_else(|| panic!("{r:?}")).to_string()
+    r.json()["data"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{r:?}"))
+        .to_string()
 }
 
 fn data(n: usize) -> Vec<u8> {
@@ -39,7 +45,11 @@ fn drop_connection_after_body_bytes() {
     assert_eq!(r.status, None, "{r:?}");
     let rec = emu.requests().pop().unwrap();
     assert_eq!(rec.status, None);
-    assert!(rec.body_len >= 100_000 && rec.body_len < 400_000, "{}", rec.body_len);
+    assert!(
+        rec.body_len >= 100_000 && rec.body_len < 400_000,
+        "{}",
+        rec.body_len
+    );
     // The disconnect unlinks the temp file; nothing stored, no task.
     assert!(emu.temp_files().is_empty());
     assert!(emu.tasks().is_empty());
@@ -65,8 +75,14 @@ fn upload_status_500() {
     let emu = start(fast());
     emu.inject(Fault::UploadStatus500("pvedaemon is busy".into()));
     let r = upload(&emu, "x.tar.gz", b"abc", None);
-    assert_eq!((r.status, r.reason.as_str()), (Some(500), "pvedaemon is busy"));
-    assert_eq!(r.json(), json!({"data": null, "message": "pvedaemon is busy\n"}));
+    assert_eq!(
+        (r.status, r.reason.as_str()),
+        (Some(500), "pvedaemon is busy")
+    );
+    assert_eq!(
+        r.json(),
+        json!({"data": null, "message": "pvedaemon is busy\n"})
+    );
     assert!(emu.tasks().is_empty());
     assert!(emu.stored_file("pve", "local", "x.tar.gz").is_none());
     assert_eq!(upload(&emu, "x.tar.gz", b"abc", None).status, Some(200));
@@ -81,7 +97,10 @@ fn task_fails() {
     let st = wait_task(&emu, "pve", &upid);
     assert_eq!(st["exitstatus"], "import failed: cp: write error");
     let log = task_log(&emu, "pve", &upid);
-    assert_eq!(log.last().unwrap(), "TASK ERROR: import failed: cp: write error");
+    assert_eq!(
+        log.last().unwrap(),
+        "TASK ERROR: import failed: cp: write error"
+    );
     assert!(emu.stored_file("pve", "local", "x.tar.gz").is_none());
     assert!(emu.temp_files().is_empty());
 }
@@ -93,7 +112,13 @@ fn corrupt_upload_with_and_without_checksum() {
     emu.inject(Fault::CorruptUpload);
     let r = upload(&emu, "x.tar.gz", &d, Some(&sha256_hex(&d)));
     let st = wait_task(&emu, "pve", &upid_of(&r));
-    assert!(st["exitstatus"].as_str().unwrap().starts_with("checksum mismatch: got '"), "{st}");
+    assert!(
+        st["exitstatus"]
+            .as_str()
+            .unwrap()
+            .starts_with("checksum mismatch: got '"),
+        "{st}"
+    );
     assert!(emu.stored_file("pve", "local", "x.tar.gz").is_none());
     emu.inject(Fault::CorruptUpload);
     let r = upload(&emu, "y.tar.gz", &d, None);
@@ -110,7 +135,8 @@ fn slow_task_and_no_such_task() {
     emu.inject(Fault::NoSuchTaskFor(2));
     let t0 = Instant::now();
     let upid = upid_of(&upload(&emu, "x.tar.gz", b"abc", None));
-    let status = |emu: &pve_emu::Emulator| get(emu, &format!("/nodes/pve/tasks/{}/status", urlenc(&upid)));
+    let status =
+        |emu: &pve_emu::Emulator| get(emu, &format!("/nodes/pve/tasks/{}/status", urlenc(&upid)));
     for _ in 0..2 {
         let r = status(&emu);
         assert_eq!(r.status, Some(400));
@@ -143,7 +169,10 @@ fn disk_full() {
     assert!(emu.tasks().is_empty());
     // The storage itself full: the copy inside the task fails.
     let small = start(Config {
-        storages: vec![pve_emu::StorageConfig { total: 5000, ..pve_emu::StorageConfig::dir("local", &["vztmpl"]) }],
+        storages: vec![pve_emu::StorageConfig {
+            total: 5000,
+            ..pve_emu::StorageConfig::dir("local", &["vztmpl"])
+        }],
         ..fast()
     });
     let r = upload(&small, "x.tar.gz", &data(6000), None);
@@ -175,20 +204,30 @@ fn client_disconnect_mid_upload_unlinks_the_temp_file() {
         // Send half, then drop the connection.
         let tcp = std::net::TcpStream::connect(emu.addr()).unwrap();
         let mut roots = rustls::RootCertStore::empty();
-        roots.add(rustls::pki_types::CertificateDer::from(emu.cert_der())).unwrap();
+        roots
+            .add(rustls::pki_types::CertificateDer::from(emu.cert_der()))
+            .unwrap();
         let provider = std::sync::Arc::new(rustls::crypto::aws_lc_rs::default_provider());
         let cfg = rustls::ClientConfig::builder_with_provider(provider)
             .with_safe_default_protocol_versions()
             .unwrap()
             .with_root_certificates(roots)
             .with_no_client_auth();
-        let conn = rustls::ClientConnection::new(std::sync::Arc::new(cfg), "127.0.0.1".try_into().unwrap()).unwrap();
+        let conn = rustls::ClientConnection::new(
+            std::sync::Arc::new(cfg),
+            "127.0.0.1".try_into().unwrap(),
+        )
+        .unwrap();
         let mut s = rustls::StreamOwned::new(conn, tcp);
         use std::io::Write;
         s.write_all(&half).unwrap();
         s.flush().unwrap();
         std::thread::sleep(Duration::from_millis(200));
-        assert_eq!(emu.temp_files().len(), 1, "upload in progress has a temp file");
+        assert_eq!(
+            emu.temp_files().len(),
+            1,
+            "upload in progress has a temp file"
+        );
     }
     let end = Instant::now() + Duration::from_secs(5);
     while !emu.temp_files().is_empty() {
@@ -200,9 +239,14 @@ fn client_disconnect_mid_upload_unlinks_the_temp_file() {
 
 #[test]
 fn unparseable_big_body_is_dropped_at_rbuf_max() {
-    let emu = start(Config { client_timeout: Duration::from_secs(10), ..fast() });
+    let emu = start(Config {
+        client_timeout: Duration::from_secs(10),
+        ..fast()
+    });
     // Unquoted name= never matches: the buffer fills up; ENOSPC drops the client (ref §2.3 item 6).
-    let mut body = format!("--{BOUNDARY}\r\nContent-Disposition: form-data; name=content\r\n\r\nvztmpl\r\n").into_bytes();
+    let mut body =
+        format!("--{BOUNDARY}\r\nContent-Disposition: form-data; name=content\r\n\r\nvztmpl\r\n")
+            .into_bytes();
     body.extend(vec![b'x'; 800 * 1024]);
     let req = upload_request(UPLOAD, &body);
     let chunks: Vec<Vec<u8>> = req.chunks(32 * 1024).map(<[u8]>::to_vec).collect();
@@ -214,7 +258,10 @@ fn unparseable_big_body_is_dropped_at_rbuf_max() {
 
 #[test]
 fn stray_bytes_after_the_closing_boundary_run_the_handler_again() {
-    let emu = start(Config { proxy_latency: Duration::from_millis(300), ..fast() });
+    let emu = start(Config {
+        proxy_latency: Duration::from_millis(300),
+        ..fast()
+    });
     let req = upload_request(UPLOAD, &body_for("x.tar.gz", &data(5000), None));
     let (a, b) = req.split_at(req.len() - 2); // "--B--" | "\r\n"
     let r = exchange_chunks(&emu, &[a.to_vec(), b.to_vec()], Duration::from_millis(50));
@@ -240,7 +287,11 @@ fn several_faults_queue_in_order() {
     assert_eq!(wait_task(&emu, "pve", &c)["exitstatus"], "OK");
     let tasks = emu.tasks();
     assert_eq!(tasks.len(), 3);
-    assert!(tasks.iter().all(|t| t.kind == "imgcopy" && t.node == "pve" && t.status == "stopped"));
+    assert!(
+        tasks
+            .iter()
+            .all(|t| t.kind == "imgcopy" && t.node == "pve" && t.status == "stopped")
+    );
     assert_eq!(tasks[2].exitstatus.as_deref(), Some("OK"));
     assert_eq!(tasks[2].log.last().unwrap(), "TASK OK");
 }

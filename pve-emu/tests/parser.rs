@@ -3,7 +3,7 @@
 //! where real Proxmox's parser depends on it too (each has its own test below).
 
 mod common;
-use common::{file, multipart, text, Part, BOUNDARY};
+use common::{BOUNDARY, Part, file, multipart, text};
 use pve_emu::multipart::{Event, Multipart, Param, Params};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -27,7 +27,11 @@ fn run(body: &[u8], cuts: &[usize], size: u64) -> Outcome {
     let mut rbuf = Vec::new();
     let mut completes = 0;
     let mut last = 0;
-    let mut points: Vec<usize> = cuts.iter().copied().filter(|&c| c > 0 && c < body.len()).collect();
+    let mut points: Vec<usize> = cuts
+        .iter()
+        .copied()
+        .filter(|&c| c > 0 && c < body.len())
+        .collect();
     points.push(body.len());
     for &p in &points {
         if p <= last {
@@ -72,7 +76,10 @@ fn whole(body: &[u8]) -> Outcome {
 
 fn done(params: &[(&str, &str)], data: &[u8]) -> Outcome {
     Outcome::Done {
-        params: params.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+        params: params
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
         data: data.to_vec(),
         completes: 1,
     }
@@ -81,7 +88,13 @@ fn done(params: &[(&str, &str)], data: &[u8]) -> Outcome {
 const DATA: &[u8] = b"\x1f\x8b binary\r\n--not-a-boundary\r\n\r\n tail bytes\r";
 
 fn curl_body() -> Vec<u8> {
-    multipart(BOUNDARY, &[text("content", "vztmpl"), file("filename", "x.tar.gz", DATA)])
+    multipart(
+        BOUNDARY,
+        &[
+            text("content", "vztmpl"),
+            file("filename", "x.tar.gz", DATA),
+        ],
+    )
 }
 
 fn checksum_body() -> Vec<u8> {
@@ -137,7 +150,9 @@ fn every_two_way_split_gives_the_same_result_outside_the_file_headers() {
             if (tail..body.len()).contains(&k) {
                 // Split-dependent in real Proxmox too: the CRLF after the closing delimiter in
                 // a read of its own re-enters phase 100 and calls the handler again (ref §11).
-                let Outcome::Done { completes, .. } = &got else { panic!("split {k}: {got:?}") };
+                let Outcome::Done { completes, .. } = &got else {
+                    panic!("split {k}: {got:?}")
+                };
                 assert_eq!(*completes, 2, "split {k}");
             } else if (q..blank).contains(&k) {
                 // Split-dependent in real Proxmox too: the header strip ran before the rest of
@@ -165,10 +180,17 @@ fn random_multi_way_splits_give_the_same_result() {
             let mut cuts: Vec<usize> = (0..n).map(|_| rng.usize(0..=body.len())).collect();
             cuts.sort();
             let tail = body.len() - 2;
-            if cuts.iter().any(|c| (q..blank).contains(c) || (tail..body.len()).contains(c)) {
+            if cuts
+                .iter()
+                .any(|c| (q..blank).contains(c) || (tail..body.len()).contains(c))
+            {
                 continue;
             }
-            assert_eq!(run(&body, &cuts, body.len() as u64), expected, "cuts {cuts:?}");
+            assert_eq!(
+                run(&body, &cuts, body.len() as u64),
+                expected,
+                "cuts {cuts:?}"
+            );
         }
     }
 }
@@ -228,9 +250,17 @@ fn swapped_checksum_fields_fail_together_and_can_pass_apart() {
     // It passes exactly when the first read holds the checksum part with the delimiter after
     // it, but not yet the whole checksum-algorithm part with the delimiter after that.
     let ck = format!("abc\r\n--{BOUNDARY}\r\n");
-    let ck_end = body.windows(ck.len()).position(|w| w == ck.as_bytes()).unwrap() + ck.len();
+    let ck_end = body
+        .windows(ck.len())
+        .position(|w| w == ck.as_bytes())
+        .unwrap()
+        + ck.len();
     let alg = format!("md5\r\n--{BOUNDARY}\r\n");
-    let alg_end = body.windows(alg.len()).position(|w| w == alg.as_bytes()).unwrap() + alg.len();
+    let alg_end = body
+        .windows(alg.len())
+        .position(|w| w == alg.as_bytes())
+        .unwrap()
+        + alg.len();
     let tail = body.len() - 2;
     passed.retain(|k| *k < tail);
     assert_eq!(passed, (ck_end..alg_end).collect::<Vec<_>>());
@@ -249,27 +279,59 @@ fn lf_only_bodies_report_the_500_message() {
             file("filename", "x.tar.gz", b"data"),
         ],
     );
-    let lf: Vec<u8> = String::from_utf8(body).unwrap().replace("\r\n", "\n").into_bytes();
-    let Outcome::Died(msg) = whole(&lf) else { panic!() };
+    let lf: Vec<u8> = String::from_utf8(body)
+        .unwrap()
+        .replace("\r\n", "\n")
+        .into_bytes();
+    let Outcome::Died(msg) = whole(&lf) else {
+        panic!()
+    };
     let first = msg.split('\n').next().unwrap();
-    assert_eq!(first, "wrong Content-Disposition 'form-data; name=\"checksum\"");
+    assert_eq!(
+        first,
+        "wrong Content-Disposition 'form-data; name=\"checksum\""
+    );
     assert!(!first.contains('\r'));
 }
 
 #[test]
 fn unknown_fields_and_names() {
-    let name_file = multipart(BOUNDARY, &[text("content", "vztmpl"), file("file", "x.tar.gz", DATA)]);
+    let name_file = multipart(
+        BOUNDARY,
+        &[text("content", "vztmpl"), file("file", "x.tar.gz", DATA)],
+    );
     assert_eq!(
         whole(&name_file),
         Outcome::Died("wrong field name 'file' for file upload, expected 'filename' at /usr/share/perl5/PVE/APIServer/AnyEvent.pm line 1325.\n".into())
     );
     // A text field before a known field: that field's regex reaches across it.
-    let before = multipart(BOUNDARY, &[text("node", "pve"), text("content", "vztmpl"), file("filename", "x.tar.gz", DATA)]);
-    let Outcome::Died(m) = whole(&before) else { panic!() };
-    assert!(m.starts_with("wrong Content-Disposition 'form-data; name=\"node\"\r\n"), "{m:?}");
+    let before = multipart(
+        BOUNDARY,
+        &[
+            text("node", "pve"),
+            text("content", "vztmpl"),
+            file("filename", "x.tar.gz", DATA),
+        ],
+    );
+    let Outcome::Died(m) = whole(&before) else {
+        panic!()
+    };
+    assert!(
+        m.starts_with("wrong Content-Disposition 'form-data; name=\"node\"\r\n"),
+        "{m:?}"
+    );
     // After the known fields: swallowed into the file regex's name="(.*?)".
-    let after = multipart(BOUNDARY, &[text("content", "vztmpl"), text("storage", "local"), file("filename", "x.tar.gz", DATA)]);
-    let Outcome::Died(m) = whole(&after) else { panic!() };
+    let after = multipart(
+        BOUNDARY,
+        &[
+            text("content", "vztmpl"),
+            text("storage", "local"),
+            file("filename", "x.tar.gz", DATA),
+        ],
+    );
+    let Outcome::Died(m) = whole(&after) else {
+        panic!()
+    };
     assert!(m.starts_with("wrong field name 'storage\"\r\n"), "{m:?}");
     // Lower-case header, unquoted name, filename*= : never recognised → upload failed.
     for bad in [
@@ -283,16 +345,27 @@ fn unknown_fields_and_names() {
         );
         assert_eq!(
             whole(body.as_bytes()),
-            Outcome::Died("upload failed at /usr/share/perl5/PVE/APIServer/AnyEvent.pm line 1370.\n".into()),
+            Outcome::Died(
+                "upload failed at /usr/share/perl5/PVE/APIServer/AnyEvent.pm line 1370.\n".into()
+            ),
             "{bad}"
         );
     }
     // Without a Content-Type in the file part (optional since 4.1-6).
     let no_ct = multipart(
         BOUNDARY,
-        &[text("content", "vztmpl"), Part { content_type: None, ..file("filename", "x.tar.gz", DATA) }],
+        &[
+            text("content", "vztmpl"),
+            Part {
+                content_type: None,
+                ..file("filename", "x.tar.gz", DATA)
+            },
+        ],
     );
-    assert_eq!(whole(&no_ct), done(&[("content", "vztmpl"), ("filename", "x.tar.gz")], DATA));
+    assert_eq!(
+        whole(&no_ct),
+        done(&[("content", "vztmpl"), ("filename", "x.tar.gz")], DATA)
+    );
     // Without content: the parser is happy, the handler will say it is missing.
     let no_content = multipart(BOUNDARY, &[file("filename", "x.tar.gz", DATA)]);
     assert_eq!(whole(&no_content), done(&[("filename", "x.tar.gz")], DATA));
@@ -303,20 +376,35 @@ fn data_ends_at_the_first_closing_delimiter() {
     // Only `--B--` ends the data; a plain delimiter inside is data; one \r\n (or \n) before
     // the closing delimiter is dropped; whatever follows it in the same read is discarded.
     let data = format!("a\r\n--{BOUNDARY}\r\nb");
-    let mut body = multipart(BOUNDARY, &[text("content", "vztmpl"), file("filename", "x.tar.gz", data.as_bytes())]);
+    let mut body = multipart(
+        BOUNDARY,
+        &[
+            text("content", "vztmpl"),
+            file("filename", "x.tar.gz", data.as_bytes()),
+        ],
+    );
     body.extend_from_slice(b"junk after the end");
     assert_eq!(
         whole(&body),
-        done(&[("content", "vztmpl"), ("filename", "x.tar.gz")], data.as_bytes())
+        done(
+            &[("content", "vztmpl"), ("filename", "x.tar.gz")],
+            data.as_bytes()
+        )
     );
     let lf = format!(
         "--{BOUNDARY}\r\nContent-Disposition: form-data; name=\"filename\"; filename=\"x.tar.gz\"\r\n\r\nabc\n--{BOUNDARY}--"
     );
-    assert_eq!(whole(lf.as_bytes()), done(&[("filename", "x.tar.gz")], b"abc"));
+    assert_eq!(
+        whole(lf.as_bytes()),
+        done(&[("filename", "x.tar.gz")], b"abc")
+    );
     let bare_cr = format!(
         "--{BOUNDARY}\r\nContent-Disposition: form-data; name=\"filename\"; filename=\"x.tar.gz\"\r\n\r\nabc\r--{BOUNDARY}--"
     );
-    assert_eq!(whole(bare_cr.as_bytes()), done(&[("filename", "x.tar.gz")], b"abc\r"));
+    assert_eq!(
+        whole(bare_cr.as_bytes()),
+        done(&[("filename", "x.tar.gz")], b"abc\r")
+    );
 }
 
 #[test]
@@ -325,9 +413,13 @@ fn stray_bytes_in_a_later_read_complete_again() {
     // parser in phase 100, which calls the handler again.
     let body = curl_body();
     let end = body.len() - 2; // "--B--" | "\r\n"
-    let Outcome::Done { completes, .. } = run(&body, &[end], body.len() as u64) else { panic!() };
+    let Outcome::Done { completes, .. } = run(&body, &[end], body.len() as u64) else {
+        panic!()
+    };
     assert_eq!(completes, 2);
-    let Outcome::Done { completes, .. } = whole(&body) else { panic!() };
+    let Outcome::Done { completes, .. } = whole(&body) else {
+        panic!()
+    };
     assert_eq!(completes, 1);
 }
 
@@ -339,10 +431,15 @@ fn content_length_rules() {
     let short = run(&body[..40], &[], 10);
     assert_eq!(
         short,
-        Outcome::Died("upload failed at /usr/share/perl5/PVE/APIServer/AnyEvent.pm line 1370.\n".into())
+        Outcome::Died(
+            "upload failed at /usr/share/perl5/PVE/APIServer/AnyEvent.pm line 1370.\n".into()
+        )
     );
     // Longer: the closing delimiter still completes the upload.
-    assert!(matches!(run(&body, &[], body.len() as u64 + 100), Outcome::Done { .. }));
+    assert!(matches!(
+        run(&body, &[], body.len() as u64 + 100),
+        Outcome::Done { .. }
+    ));
     // Not all bytes yet and nothing recognised: the server waits.
     assert_eq!(run(b"garbage", &[], 100), Outcome::Pending);
 }
@@ -355,16 +452,25 @@ fn preamble_bytes_count_twice() {
     body.extend(curl_body());
     assert!(matches!(whole(&body), Outcome::Done { .. }));
     let close = format!("--{BOUNDARY}--");
-    let at = body.windows(close.len()).position(|w| w == close.as_bytes()).unwrap();
+    let at = body
+        .windows(close.len())
+        .position(|w| w == close.as_bytes())
+        .unwrap();
     let cut = at + close.len() - 1; // all but the last '-' and the CRLF
     assert!(matches!(
         run(&body, &[cut], body.len() as u64),
         Outcome::Died(m) if m.starts_with("upload failed")
     ));
     let without: Vec<u8> = curl_body();
-    let at = without.windows(close.len()).position(|w| w == close.as_bytes()).unwrap();
+    let at = without
+        .windows(close.len())
+        .position(|w| w == close.as_bytes())
+        .unwrap();
     let cut = at + close.len() - 1;
-    assert!(matches!(run(&without, &[cut], without.len() as u64), Outcome::Done { .. }));
+    assert!(matches!(
+        run(&without, &[cut], without.len() as u64),
+        Outcome::Done { .. }
+    ));
 }
 
 #[test]
@@ -382,5 +488,8 @@ fn quoted_and_odd_content_types() {
         parse_content_type("multipart/form-data,boundary = abc "),
         (Some("multipart/form-data".into()), Some("abc".into()))
     );
-    assert_eq!(parse_content_type("multipart/form-data"), (Some("multipart/form-data".into()), None));
+    assert_eq!(
+        parse_content_type("multipart/form-data"),
+        (Some("multipart/form-data".into()), None)
+    );
 }
