@@ -13,7 +13,7 @@ fn req_with_auth(path: &str, auth: Option<&str>) -> Vec<u8> {
     if let Some(a) = auth {
         r.push_str(&format!("Authorization: {a}\r\n"));
     }
-    r.push_str("\r\n");
+    r.push_str("Connection: close\r\n\r\n");
     r.into_bytes()
 }
 
@@ -727,7 +727,7 @@ fn delete_needs_allocate_and_missing_files_are_fine() {
     emu.put_file("pve", "local", "x.tar.gz", b"x");
     let del = |path: &str, auth: &str| {
         let r = format!(
-            "DELETE /api2/json{path} HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: {auth}\r\n\r\n"
+            "DELETE /api2/json{path} HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: {auth}\r\nConnection: close\r\n\r\n"
         );
         exchange(&emu, r.as_bytes())
     };
