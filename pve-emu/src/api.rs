@@ -132,6 +132,7 @@ enum Route {
     Version,
     Nodes,
     StorageIndex,
+    StorageStatus,
     ContentIndex,
     ContentDelete,
     Upload,
@@ -148,6 +149,9 @@ fn find_handler(method: &str, rel_uri: &str) -> Option<(Route, Vec<(&'static str
         ("GET", ["version"]) => (Route::Version, vec![]),
         ("GET", ["nodes"]) => (Route::Nodes, vec![]),
         ("GET", ["nodes", n, "storage"]) => (Route::StorageIndex, vec![p("node", n)]),
+        ("GET", ["nodes", n, "storage", s, "status"]) => {
+            (Route::StorageStatus, vec![p("node", n), p("storage", s)])
+        }
         ("GET", ["nodes", n, "storage", s, "content"]) => {
             (Route::ContentIndex, vec![p("node", n), p("storage", s)])
         }
@@ -227,7 +231,7 @@ pub fn rest_handler(
                 return ApiResult::perm_exc(&format!("{path}, Datastore.AllocateTemplate"));
             }
         }
-        Route::ContentIndex => {
+        Route::ContentIndex | Route::StorageStatus => {
             let path = format!("/storage/{}", uri("storage"));
             if !auth.has(&path, "Datastore.Audit") && !auth.has(&path, "Datastore.AllocateSpace") {
                 return ApiResult::perm_exc(&format!(
@@ -242,6 +246,7 @@ pub fn rest_handler(
     let proxied = matches!(
         route,
         Route::StorageIndex
+            | Route::StorageStatus
             | Route::ContentIndex
             | Route::ContentDelete
             | Route::TaskIndex
@@ -276,6 +281,7 @@ pub fn rest_handler(
         Route::Version => ctx.version(&merged),
         Route::Nodes => ctx.nodes(&merged),
         Route::StorageIndex => ctx.storage_index(&merged),
+        Route::StorageStatus => ctx.storage_status(&merged),
         Route::ContentIndex => ctx.content_index(&merged),
         Route::ContentDelete => ctx.content_delete(&merged),
         Route::Upload => ctx.upload(&merged),
@@ -692,28 +698,51 @@ impl Ctx<'_> {
             {
                 continue;
             }
-            let mut content = s.content.clone();
-            self.rng(|r| r.shuffle(&mut content));
-            let mut item = json!({
-                "storage": sid, "type": s.kind, "content": content.join(","),
-                "shared": if s.shared { 1 } else { 0 }, "enabled": if *enabled { 1 } else { 0 },
-                "active": 0, "total": 0, "used": 0, "avail": 0,
-            });
-            if *enabled {
-                let used = self.shared.storage_used(&node, s).min(s.total);
-                item["active"] = json!(1);
-                item["total"] = json!(s.total);
-                item["used"] = json!(used);
-                item["avail"] = json!(s.total - used);
-                if s.total > 0 {
-                    item["used_fraction"] = json!(used as f64 / s.total as f64);
-                }
-            }
+            let item = self.storage_item(s, &node, *enabled);
             res.push(item);
         }
         // hash_to_array: hash order.
         self.rng(|r| r.shuffle(&mut res));
         ApiResult::ok(Value::Array(res))
+    }
+
+    /// One entry of `storage_info` (ref §5.2).
+    fn storage_item(&self, s: &StorageConfig, node: &str, enabled: bool) -> Value {
+        let mut content = s.content.clone();
+        self.rng(|r| r.shuffle(&mut content));
+        let mut item = json!({
+            "storage": s.id, "type": s.kind, "content": content.join(","),
+            "shared": if s.shared { 1 } else { 0 }, "enabled": if enabled { 1 } else { 0 },
+            "active": 0, "total": 0, "used": 0, "avail": 0,
+        });
+        if enabled {
+            let used = self.shared.storage_used(node, s).min(s.total);
+            item["active"] = json!(1);
+            item["total"] = json!(s.total);
+            item["used"] = json!(used);
+            item["avail"] = json!(s.total - used);
+            if s.total > 0 {
+                item["used_fraction"] = json!(used as f64 / s.total as f64);
+            }
+        }
+        item
+    }
+
+    /// GET /nodes/{node}/storage/{storage}/status: the storage's `storage_info` entry.
+    fn storage_status(&self, params: &Params) -> ApiResult {
+        let p = match validate(&[Prop::node(), Prop::storage()], params) {
+            Ok(p) => p,
+            Err(e) => return e,
+        };
+        let Some(s) = self.shared.storage(&p["storage"]) else {
+            return ApiResult::param_exc1("storage", "No such storage.");
+        };
+        let mut item = self.storage_item(s, &self.local, s.enabled && s.on_node(&self.local));
+        if let Some(m) = item.as_object_mut() {
+            m.remove("storage");
+            m.remove("used_fraction");
+        }
+        ApiResult::ok(item)
     }
 
     /// GET /nodes/{node}/storage/{storage}/content (ref §5.1).

@@ -305,6 +305,21 @@ fn storage_listing_shapes() {
         r.json()["errors"]["content"],
         "invalid format - invalid content type 'bogus'\n"
     );
+    // The single-storage status.
+    let v = get(&emu, "/nodes/pve/storage/local/status").json()["data"].clone();
+    let mut keys: Vec<&String> = v.as_object().unwrap().keys().collect();
+    keys.sort();
+    assert_eq!(
+        keys,
+        [
+            "active", "avail", "content", "enabled", "shared", "total", "type", "used"
+        ]
+    );
+    assert_eq!(v["used"], json!(1000));
+    assert_eq!(
+        get(&emu, "/nodes/pve/storage/nope/status").json()["errors"]["storage"],
+        "No such storage."
+    );
     // Unauthorised storages are silently omitted.
     let r = exchange(
         &emu,
