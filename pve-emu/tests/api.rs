@@ -945,3 +945,41 @@ fn fingerprint_and_urls() {
         String::from_utf8_lossy(&out)
     );
 }
+
+#[test]
+fn older_http_server_shapes() {
+    // libpve-http-server-perl < 5.2.0: no `message`, http-server errors are 501 with no body,
+    // and (< 5.2.1) rbuf_max / limit_max_post are 64 KiB (ref §0.2, §7).
+    let emu = start(Config {
+        http_server_version: "5.1.2".into(),
+        ..fast()
+    });
+    let r = get(&emu, "/nodes/pve/storage/nope/content");
+    assert_eq!(
+        (r.status, r.reason.as_str()),
+        (Some(500), "storage 'nope' does not exist")
+    );
+    assert_eq!(r.json(), json!({"data": null}));
+    let r = get(&emu, "/nodes/pve/tasks/garbage/status");
+    assert_eq!(
+        r.json(),
+        json!({"data": null, "errors": {"upid": "unable to parse worker upid"}})
+    );
+    let body = multipart(
+        BOUNDARY,
+        &[text("content", "vztmpl"), file("file", "x.tar.gz", b"d")],
+    );
+    let r = exchange(&emu, &upload_request(UPLOAD, &body));
+    assert_eq!(r.status, Some(501));
+    assert!(
+        r.reason.starts_with("wrong field name 'file'"),
+        "{}",
+        r.reason
+    );
+    assert!(r.body.is_empty());
+    let head = format!(
+        "POST /api2/json/nodes/pve/storage//upload HTTP/1.1\r\nHost: x\r\nAuthorization: {AUTH}\r\nContent-Type: multipart/form-data; boundary=x\r\nContent-Length: {}\r\n\r\n",
+        100 * 1024
+    );
+    assert_eq!(exchange(&emu, head.as_bytes()).reason, "for data too large");
+}
