@@ -134,6 +134,7 @@ enum Route {
     StorageIndex,
     StorageStatus,
     ContentIndex,
+    ContentInfo,
     ContentDelete,
     Upload,
     TaskIndex,
@@ -155,6 +156,10 @@ fn find_handler(method: &str, rel_uri: &str) -> Option<(Route, Vec<(&'static str
         ("GET", ["nodes", n, "storage", s, "content"]) => {
             (Route::ContentIndex, vec![p("node", n), p("storage", s)])
         }
+        ("GET", ["nodes", n, "storage", s, "content", vol @ ..]) if !vol.is_empty() => (
+            Route::ContentInfo,
+            vec![p("node", n), p("storage", s), p("volume", &vol.join("/"))],
+        ),
         ("DELETE", ["nodes", n, "storage", s, "content", vol @ ..]) if !vol.is_empty() => (
             Route::ContentDelete,
             vec![p("node", n), p("storage", s), p("volume", &vol.join("/"))],
@@ -248,6 +253,7 @@ pub fn rest_handler(
         Route::StorageIndex
             | Route::StorageStatus
             | Route::ContentIndex
+            | Route::ContentInfo
             | Route::ContentDelete
             | Route::TaskIndex
             | Route::TaskStatus
@@ -283,6 +289,7 @@ pub fn rest_handler(
         Route::StorageIndex => ctx.storage_index(&merged),
         Route::StorageStatus => ctx.storage_status(&merged),
         Route::ContentIndex => ctx.content_index(&merged),
+        Route::ContentInfo => ctx.content_info(&merged),
         Route::ContentDelete => ctx.content_delete(&merged),
         Route::Upload => ctx.upload(&merged),
         Route::TaskIndex => ctx.task_index(&merged),
@@ -826,52 +833,42 @@ impl Ctx<'_> {
         ApiResult::ok(Value::Array(items))
     }
 
-    /// DELETE /nodes/{node}/storage/{storage}/content/{volume} (ref §6).
-    fn content_delete(&self, params: &Params) -> ApiResult {
-        let props = vec![
-            Prop::node(),
-            Prop::storage().opt(),
-            prop("volume", Ty::Str),
-            Prop {
-                min: Some(1),
-                max: Some(30),
-                ..prop("delay", Ty::Int).opt()
-            },
-        ];
-        let p = match validate(&props, params) {
-            Ok(p) => p,
-            Err(e) => return e,
-        };
+    /// `$real_volume_id` + `parse_volname` for vztmpl/iso volumes (ref §6).
+    #[allow(clippy::type_complexity)]
+    fn volume(
+        &self,
+        p: &BTreeMap<String, String>,
+    ) -> Result<(String, String, StorageConfig, &'static str, String), ApiResult> {
         let volume = &p["volume"];
         static VOLID: LazyLock<Regex> =
-            LazyLock::new(|| Regex::new(r"(?is)^([a-z][a-z0-9\-_.]*[a-z0-9]):(.+)$").unwrap());
+            LazyLock::new(|| Regex::new(r"(?i)^([a-z][a-z0-9\-_.]*[a-z0-9]):(.+)$").unwrap());
         let (volid, sid, volname) = if volume.contains(':') {
             let Some(c) = VOLID.captures(volume) else {
-                return ApiResult::param_exc1(
+                return Err(ApiResult::param_exc1(
                     "volume",
                     &format!("unable to parse volume ID '{volume}'\n"),
-                );
+                ));
             };
             if let Some(st) = p.get("storage")
                 && &c[1] != st
             {
-                return ApiResult::param_exc1(
+                return Err(ApiResult::param_exc1(
                     "volume",
                     &format!("storage ID mismatch ({} != {st})\n", &c[1]),
-                );
+                ));
             }
             (volume.clone(), c[1].to_string(), c[2].to_string())
         } else {
             let Some(st) = p.get("storage") else {
-                return ApiResult::param_exc1(
+                return Err(ApiResult::param_exc1(
                     "volume",
                     "no storage specified - incomplete volume ID",
-                );
+                ));
             };
             (format!("{st}:{volume}"), st.clone(), volume.clone())
         };
         let Some(s) = self.shared.storage(&sid) else {
-            return ApiResult::die(format!("storage '{sid}' does not exist\n"));
+            return Err(ApiResult::die(format!("storage '{sid}' does not exist\n")));
         };
         // parse_volname: only vztmpl and iso names are emulated.
         let (ct, name) = match volname.split_once('/') {
@@ -890,10 +887,72 @@ impl Ctx<'_> {
                 ("iso", n.to_string())
             }
             _ => {
-                return ApiResult::die(format!(
+                return Err(ApiResult::die(format!(
                     "unable to parse directory volume name '{volname}'\n"
-                ));
+                )));
             }
+        };
+        Ok((volid, sid, s.clone(), ct, name))
+    }
+
+    /// GET /nodes/{node}/storage/{storage}/content/{volume}: path, size, used, format.
+    fn content_info(&self, params: &Params) -> ApiResult {
+        let props = vec![Prop::node(), Prop::storage().opt(), prop("volume", Ty::Str)];
+        let p = match validate(&props, params) {
+            Ok(p) => p,
+            Err(e) => return e,
+        };
+        let (volid, sid, s, ct, name) = match self.volume(&p) {
+            Ok(v) => v,
+            Err(e) => return e,
+        };
+        // check_volume_access: Allocate, or AllocateSpace/Audit for templates and ISOs.
+        let path = format!("/storage/{sid}");
+        if !self.auth.has(&path, "Datastore.Allocate")
+            && !self.auth.has(&path, "Datastore.AllocateSpace")
+            && !self.auth.has(&path, "Datastore.Audit")
+        {
+            return ApiResult::perm_exc(&format!(
+                "{path}, Datastore.AllocateSpace|Datastore.Audit"
+            ));
+        }
+        let real = self.shared.content_dir(&self.local, &s, ct).join(&name);
+        let Ok(md) = std::fs::metadata(&real) else {
+            return ApiResult::die(format!(
+                "volume_size_info on '{volid}' failed - no format\n"
+            ));
+        };
+        if md.len() == 0 {
+            return ApiResult::die(format!("volume '{volid}' has size zero\n"));
+        }
+        use std::os::unix::fs::MetadataExt;
+        ApiResult::ok(json!({
+            "path": Shared::pve_content_path(&s, ct, &name),
+            "size": md.len(),
+            "used": md.blocks() * 512,
+            "format": "raw",
+        }))
+    }
+
+    /// DELETE /nodes/{node}/storage/{storage}/content/{volume} (ref §6).
+    fn content_delete(&self, params: &Params) -> ApiResult {
+        let props = vec![
+            Prop::node(),
+            Prop::storage().opt(),
+            prop("volume", Ty::Str),
+            Prop {
+                min: Some(1),
+                max: Some(30),
+                ..prop("delay", Ty::Int).opt()
+            },
+        ];
+        let p = match validate(&props, params) {
+            Ok(p) => p,
+            Err(e) => return e,
+        };
+        let (volid, sid, s, ct, name) = match self.volume(&p) {
+            Ok(v) => v,
+            Err(e) => return e,
         };
         let path = format!("/storage/{sid}");
         if !self.auth.has(&path, "Datastore.Allocate") {

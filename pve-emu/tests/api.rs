@@ -746,6 +746,25 @@ fn delete_needs_allocate_and_missing_files_are_fine() {
         );
         exchange(&emu, r.as_bytes())
     };
+    // Volume info (needs read access, not Allocate).
+    let v = get(
+        &emu,
+        "/nodes/pve/storage/local/content/local:vztmpl/x.tar.gz",
+    )
+    .json();
+    assert_eq!(v["data"]["path"], "/var/lib/vz/template/cache/x.tar.gz");
+    assert_eq!(
+        (v["data"]["size"].clone(), v["data"]["format"].clone()),
+        (json!(1), json!("raw"))
+    );
+    let r = get(&emu, "/nodes/pve/storage/local/content/vztmpl/none.tar.gz");
+    assert_eq!(
+        (r.status, r.reason.as_str()),
+        (
+            Some(500),
+            "volume_size_info on 'local:vztmpl/none.tar.gz' failed - no format"
+        )
+    );
     let r = del(
         "/nodes/pve/storage/local/content/local:vztmpl/x.tar.gz",
         "PVEAPIToken=tpl@pve!up=sec",
