@@ -1,5 +1,8 @@
 //! `rest_handler` and the API methods (pveproxy + pvedaemon as one; ref §0.3, §2.4–§6).
 
+// `ApiResult` is the response of a failed check, carried back as `Err`; boxing it buys nothing.
+#![allow(clippy::result_large_err)]
+
 use crate::Fault;
 use crate::config::{StorageConfig, TokenConfig};
 use crate::multipart::{Param, Params};
@@ -112,10 +115,8 @@ impl ApiResult {
             };
             m.insert("message".into(), Value::String(msg));
         }
-        if !is_error {
-            if let Some(t) = self.total.filter(|t| *t > 0) {
-                m.insert("total".into(), json!(t));
-            }
+        if !is_error && let Some(t) = self.total.filter(|t| *t > 0) {
+            m.insert("total".into(), json!(t));
         }
         crate::json::to_string(&Value::Object(m), rng)
     }
@@ -131,7 +132,9 @@ enum Route {
     Version,
     Nodes,
     StorageIndex,
+    StorageStatus,
     ContentIndex,
+    ContentInfo,
     ContentDelete,
     Upload,
     TaskIndex,
@@ -147,9 +150,16 @@ fn find_handler(method: &str, rel_uri: &str) -> Option<(Route, Vec<(&'static str
         ("GET", ["version"]) => (Route::Version, vec![]),
         ("GET", ["nodes"]) => (Route::Nodes, vec![]),
         ("GET", ["nodes", n, "storage"]) => (Route::StorageIndex, vec![p("node", n)]),
+        ("GET", ["nodes", n, "storage", s, "status"]) => {
+            (Route::StorageStatus, vec![p("node", n), p("storage", s)])
+        }
         ("GET", ["nodes", n, "storage", s, "content"]) => {
             (Route::ContentIndex, vec![p("node", n), p("storage", s)])
         }
+        ("GET", ["nodes", n, "storage", s, "content", vol @ ..]) if !vol.is_empty() => (
+            Route::ContentInfo,
+            vec![p("node", n), p("storage", s), p("volume", &vol.join("/"))],
+        ),
         ("DELETE", ["nodes", n, "storage", s, "content", vol @ ..]) if !vol.is_empty() => (
             Route::ContentDelete,
             vec![p("node", n), p("storage", s), p("volume", &vol.join("/"))],
@@ -226,7 +236,7 @@ pub fn rest_handler(
                 return ApiResult::perm_exc(&format!("{path}, Datastore.AllocateTemplate"));
             }
         }
-        Route::ContentIndex => {
+        Route::ContentIndex | Route::StorageStatus => {
             let path = format!("/storage/{}", uri("storage"));
             if !auth.has(&path, "Datastore.Audit") && !auth.has(&path, "Datastore.AllocateSpace") {
                 return ApiResult::perm_exc(&format!(
@@ -241,7 +251,9 @@ pub fn rest_handler(
     let proxied = matches!(
         route,
         Route::StorageIndex
+            | Route::StorageStatus
             | Route::ContentIndex
+            | Route::ContentInfo
             | Route::ContentDelete
             | Route::TaskIndex
             | Route::TaskStatus
@@ -275,7 +287,9 @@ pub fn rest_handler(
         Route::Version => ctx.version(&merged),
         Route::Nodes => ctx.nodes(&merged),
         Route::StorageIndex => ctx.storage_index(&merged),
+        Route::StorageStatus => ctx.storage_status(&merged),
         Route::ContentIndex => ctx.content_index(&merged),
+        Route::ContentInfo => ctx.content_info(&merged),
         Route::ContentDelete => ctx.content_delete(&merged),
         Route::Upload => ctx.upload(&merged),
         Route::TaskIndex => ctx.task_index(&merged),
@@ -456,31 +470,31 @@ fn validate(props: &[Prop], params: &Params) -> Result<BTreeMap<String, String>,
             }
             _ => {}
         }
-        if let Some(f) = p.format {
-            if let Err(e) = check_format(f, &v) {
-                add_error(&mut errors, p.name, &format!("invalid format - {e}"));
-                continue;
-            }
+        if let Some(f) = p.format
+            && let Err(e) = check_format(f, &v)
+        {
+            add_error(&mut errors, p.name, &format!("invalid format - {e}"));
+            continue;
         }
-        if let Some(pat) = p.pattern {
-            if !Regex::new(&format!("^(?:{pat})$")).unwrap().is_match(&v) {
-                add_error(
-                    &mut errors,
-                    p.name,
-                    "value does not match the regex pattern",
-                );
-                continue;
-            }
+        if let Some(pat) = p.pattern
+            && !Regex::new(&format!("^(?:{pat})$")).unwrap().is_match(&v)
+        {
+            add_error(
+                &mut errors,
+                p.name,
+                "value does not match the regex pattern",
+            );
+            continue;
         }
-        if let Some(max) = p.max_len {
-            if v.chars().count() > max {
-                add_error(
-                    &mut errors,
-                    p.name,
-                    &format!("value may only be {max} characters long"),
-                );
-                continue;
-            }
+        if let Some(max) = p.max_len
+            && v.chars().count() > max
+        {
+            add_error(
+                &mut errors,
+                p.name,
+                &format!("value may only be {max} characters long"),
+            );
+            continue;
         }
         if let Ok(n) = v.trim().parse::<i64>() {
             if let Some(max) = p.max.filter(|m| n > *m) {
@@ -500,17 +514,17 @@ fn validate(props: &[Prop], params: &Params) -> Result<BTreeMap<String, String>,
                 continue;
             }
         }
-        if let Some(e) = &p.enm {
-            if !e.contains(&v.as_str()) {
-                add_error(
-                    &mut errors,
-                    p.name,
-                    &format!(
-                        "value '{v}' does not have a value in the enumeration '{}'",
-                        e.join(", ")
-                    ),
-                );
-            }
+        if let Some(e) = &p.enm
+            && !e.contains(&v.as_str())
+        {
+            add_error(
+                &mut errors,
+                p.name,
+                &format!(
+                    "value '{v}' does not have a value in the enumeration '{}'",
+                    e.join(", ")
+                ),
+            );
         }
         out.insert(p.name.to_string(), v);
     }
@@ -659,17 +673,17 @@ impl Ctx<'_> {
         let mut info: BTreeMap<String, (&StorageConfig, bool)> = BTreeMap::new();
         for s in &self.shared.cfg.storages {
             let enabled = s.enabled && s.on_node(&node);
-            if let Some(want) = &content {
-                if !want.iter().any(|c| s.content.contains(c)) || !enabled {
-                    continue;
-                }
+            if let Some(want) = &content
+                && (!want.iter().any(|c| s.content.contains(c)) || !enabled)
+            {
+                continue;
             }
             info.insert(s.id.clone(), (s, enabled));
         }
-        if let Some(sid) = p.get("storage") {
-            if !info.contains_key(sid) {
-                return ApiResult::param_exc1("storage", "No such storage.");
-            }
+        if let Some(sid) = p.get("storage")
+            && !info.contains_key(sid)
+        {
+            return ApiResult::param_exc1("storage", "No such storage.");
         }
         let mut res = Vec::new();
         for (sid, (s, enabled)) in &info {
@@ -685,28 +699,57 @@ impl Ctx<'_> {
             if p.get("enabled").is_some_and(|e| e == "1") && !s.enabled {
                 continue;
             }
-            let mut content = s.content.clone();
-            self.rng(|r| r.shuffle(&mut content));
-            let mut item = json!({
-                "storage": sid, "type": s.kind, "content": content.join(","),
-                "shared": if s.shared { 1 } else { 0 }, "enabled": if *enabled { 1 } else { 0 },
-                "active": 0, "total": 0, "used": 0, "avail": 0,
-            });
-            if *enabled {
-                let used = self.shared.storage_used(&node, s).min(s.total);
-                item["active"] = json!(1);
-                item["total"] = json!(s.total);
-                item["used"] = json!(used);
-                item["avail"] = json!(s.total - used);
-                if s.total > 0 {
-                    item["used_fraction"] = json!(used as f64 / s.total as f64);
-                }
+            // target: storages usable on this node and the target (the clone dialog's filter).
+            if let Some(t) = p.get("target").filter(|t| *t != &node && *t != "localhost")
+                && (!s.shared || !s.on_node(&node) || !s.on_node(t))
+            {
+                continue;
             }
+            let item = self.storage_item(s, &node, *enabled);
             res.push(item);
         }
         // hash_to_array: hash order.
         self.rng(|r| r.shuffle(&mut res));
         ApiResult::ok(Value::Array(res))
+    }
+
+    /// One entry of `storage_info` (ref §5.2).
+    fn storage_item(&self, s: &StorageConfig, node: &str, enabled: bool) -> Value {
+        let mut content = s.content.clone();
+        self.rng(|r| r.shuffle(&mut content));
+        let mut item = json!({
+            "storage": s.id, "type": s.kind, "content": content.join(","),
+            "shared": if s.shared { 1 } else { 0 }, "enabled": if enabled { 1 } else { 0 },
+            "active": 0, "total": 0, "used": 0, "avail": 0,
+        });
+        if enabled {
+            let used = self.shared.storage_used(node, s).min(s.total);
+            item["active"] = json!(1);
+            item["total"] = json!(s.total);
+            item["used"] = json!(used);
+            item["avail"] = json!(s.total - used);
+            if s.total > 0 {
+                item["used_fraction"] = json!(used as f64 / s.total as f64);
+            }
+        }
+        item
+    }
+
+    /// GET /nodes/{node}/storage/{storage}/status: the storage's `storage_info` entry.
+    fn storage_status(&self, params: &Params) -> ApiResult {
+        let p = match validate(&[Prop::node(), Prop::storage()], params) {
+            Ok(p) => p,
+            Err(e) => return e,
+        };
+        let Some(s) = self.shared.storage(&p["storage"]) else {
+            return ApiResult::param_exc1("storage", "No such storage.");
+        };
+        let mut item = self.storage_item(s, &self.local, s.enabled && s.on_node(&self.local));
+        if let Some(m) = item.as_object_mut() {
+            m.remove("storage");
+            m.remove("used_fraction");
+        }
+        ApiResult::ok(item)
     }
 
     /// GET /nodes/{node}/storage/{storage}/content (ref §5.1).
@@ -790,52 +833,42 @@ impl Ctx<'_> {
         ApiResult::ok(Value::Array(items))
     }
 
-    /// DELETE /nodes/{node}/storage/{storage}/content/{volume} (ref §6).
-    fn content_delete(&self, params: &Params) -> ApiResult {
-        let props = vec![
-            Prop::node(),
-            Prop::storage().opt(),
-            prop("volume", Ty::Str),
-            Prop {
-                min: Some(1),
-                max: Some(30),
-                ..prop("delay", Ty::Int).opt()
-            },
-        ];
-        let p = match validate(&props, params) {
-            Ok(p) => p,
-            Err(e) => return e,
-        };
+    /// `$real_volume_id` + `parse_volname` for vztmpl/iso volumes (ref §6).
+    #[allow(clippy::type_complexity)]
+    fn volume(
+        &self,
+        p: &BTreeMap<String, String>,
+    ) -> Result<(String, String, StorageConfig, &'static str, String), ApiResult> {
         let volume = &p["volume"];
         static VOLID: LazyLock<Regex> =
-            LazyLock::new(|| Regex::new(r"(?is)^([a-z][a-z0-9\-_.]*[a-z0-9]):(.+)$").unwrap());
+            LazyLock::new(|| Regex::new(r"(?i)^([a-z][a-z0-9\-_.]*[a-z0-9]):(.+)$").unwrap());
         let (volid, sid, volname) = if volume.contains(':') {
             let Some(c) = VOLID.captures(volume) else {
-                return ApiResult::param_exc1(
+                return Err(ApiResult::param_exc1(
                     "volume",
                     &format!("unable to parse volume ID '{volume}'\n"),
-                );
+                ));
             };
-            if let Some(st) = p.get("storage") {
-                if &c[1] != st {
-                    return ApiResult::param_exc1(
-                        "volume",
-                        &format!("storage ID mismatch ({} != {st})\n", &c[1]),
-                    );
-                }
+            if let Some(st) = p.get("storage")
+                && &c[1] != st
+            {
+                return Err(ApiResult::param_exc1(
+                    "volume",
+                    &format!("storage ID mismatch ({} != {st})\n", &c[1]),
+                ));
             }
             (volume.clone(), c[1].to_string(), c[2].to_string())
         } else {
             let Some(st) = p.get("storage") else {
-                return ApiResult::param_exc1(
+                return Err(ApiResult::param_exc1(
                     "volume",
                     "no storage specified - incomplete volume ID",
-                );
+                ));
             };
             (format!("{st}:{volume}"), st.clone(), volume.clone())
         };
         let Some(s) = self.shared.storage(&sid) else {
-            return ApiResult::die(format!("storage '{sid}' does not exist\n"));
+            return Err(ApiResult::die(format!("storage '{sid}' does not exist\n")));
         };
         // parse_volname: only vztmpl and iso names are emulated.
         let (ct, name) = match volname.split_once('/') {
@@ -854,10 +887,72 @@ impl Ctx<'_> {
                 ("iso", n.to_string())
             }
             _ => {
-                return ApiResult::die(format!(
+                return Err(ApiResult::die(format!(
                     "unable to parse directory volume name '{volname}'\n"
-                ));
+                )));
             }
+        };
+        Ok((volid, sid, s.clone(), ct, name))
+    }
+
+    /// GET /nodes/{node}/storage/{storage}/content/{volume}: path, size, used, format.
+    fn content_info(&self, params: &Params) -> ApiResult {
+        let props = vec![Prop::node(), Prop::storage().opt(), prop("volume", Ty::Str)];
+        let p = match validate(&props, params) {
+            Ok(p) => p,
+            Err(e) => return e,
+        };
+        let (volid, sid, s, ct, name) = match self.volume(&p) {
+            Ok(v) => v,
+            Err(e) => return e,
+        };
+        // check_volume_access: Allocate, or AllocateSpace/Audit for templates and ISOs.
+        let path = format!("/storage/{sid}");
+        if !self.auth.has(&path, "Datastore.Allocate")
+            && !self.auth.has(&path, "Datastore.AllocateSpace")
+            && !self.auth.has(&path, "Datastore.Audit")
+        {
+            return ApiResult::perm_exc(&format!(
+                "{path}, Datastore.AllocateSpace|Datastore.Audit"
+            ));
+        }
+        let real = self.shared.content_dir(&self.local, &s, ct).join(&name);
+        let Ok(md) = std::fs::metadata(&real) else {
+            return ApiResult::die(format!(
+                "volume_size_info on '{volid}' failed - no format\n"
+            ));
+        };
+        if md.len() == 0 {
+            return ApiResult::die(format!("volume '{volid}' has size zero\n"));
+        }
+        use std::os::unix::fs::MetadataExt;
+        ApiResult::ok(json!({
+            "path": Shared::pve_content_path(&s, ct, &name),
+            "size": md.len(),
+            "used": md.blocks() * 512,
+            "format": "raw",
+        }))
+    }
+
+    /// DELETE /nodes/{node}/storage/{storage}/content/{volume} (ref §6).
+    fn content_delete(&self, params: &Params) -> ApiResult {
+        let props = vec![
+            Prop::node(),
+            Prop::storage().opt(),
+            prop("volume", Ty::Str),
+            Prop {
+                min: Some(1),
+                max: Some(30),
+                ..prop("delay", Ty::Int).opt()
+            },
+        ];
+        let p = match validate(&props, params) {
+            Ok(p) => p,
+            Err(e) => return e,
+        };
+        let (volid, sid, s, ct, name) = match self.volume(&p) {
+            Ok(v) => v,
+            Err(e) => return e,
         };
         let path = format!("/storage/{sid}");
         if !self.auth.has(&path, "Datastore.Allocate") {
@@ -986,7 +1081,7 @@ impl Ctx<'_> {
                 }
             }
         }
-        if !s.content.iter().any(|c| *c == content) {
+        if !s.content.contains(&content) {
             return ApiResult::die(format!(
                 "storage '{sid}' does not support '{content}' content\n"
             ));
@@ -1347,6 +1442,25 @@ fn file_hash(algo: &str, path: &std::path::Path, virt: &str) -> Result<String, S
     r.map_err(|e| format!("{e}\n"))
 }
 
+/// DELETE with `delay`: `{"data":null}` if the task finished OK within the delay, a 500 with
+/// its status if it failed, the UPID if it is still running (ref §6).
+pub async fn finish_wait(shared: &Shared, mut r: ApiResult) -> ApiResult {
+    let Some((upid, delay)) = r.wait_task.take() else {
+        return r;
+    };
+    let end = tokio::time::Instant::now() + delay;
+    loop {
+        match shared.with_task(&upid, |t| (t.running(), t.exitstatus())) {
+            Some((false, ex)) if ex == "OK" || ex.starts_with("WARNINGS") => {
+                return ApiResult::ok(Value::Null);
+            }
+            Some((false, ex)) => return ApiResult::die(format!("{ex}\n")),
+            _ if tokio::time::Instant::now() >= end => return r,
+            _ => tokio::time::sleep(std::time::Duration::from_millis(50)).await,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1466,24 +1580,5 @@ mod tests {
             e.errors["checksum"],
             "missing property required by 'checksum-algorithm'"
         );
-    }
-}
-
-/// DELETE with `delay`: `{"data":null}` if the task finished OK within the delay, a 500 with
-/// its status if it failed, the UPID if it is still running (ref §6).
-pub async fn finish_wait(shared: &Shared, mut r: ApiResult) -> ApiResult {
-    let Some((upid, delay)) = r.wait_task.take() else {
-        return r;
-    };
-    let end = tokio::time::Instant::now() + delay;
-    loop {
-        match shared.with_task(&upid, |t| (t.running(), t.exitstatus())) {
-            Some((false, ex)) if ex == "OK" || ex.starts_with("WARNINGS") => {
-                return ApiResult::ok(Value::Null);
-            }
-            Some((false, ex)) => return ApiResult::die(format!("{ex}\n")),
-            _ if tokio::time::Instant::now() >= end => return r,
-            _ => tokio::time::sleep(std::time::Duration::from_millis(50)).await,
-        }
     }
 }

@@ -13,7 +13,11 @@
 //! * when a read ends inside the file part's headers (after `filename="…"`, before the blank
 //!   line), the rest of those headers becomes file data: the header strip runs only once;
 //! * bytes after the closing delimiter that arrive in a later read start the handler again
-//!   (ref §11, "stray bytes … can start a second task").
+//!   (ref §11, "stray bytes … can start a second task"); that includes the CRLF that follows
+//!   `--BOUNDARY--` when it arrives on its own;
+//! * a preamble before the first delimiter is counted twice towards Content-Length, so
+//!   "upload failed" can fire before the last bytes are in (AnyEvent.pm adds it in phase 0 and
+//!   again at the end of the call).
 //!
 //! Everything else gives the same result however the body is split (see the tests).
 
@@ -89,15 +93,15 @@ pub fn percent_decode(b: &[u8], plus: bool) -> Vec<u8> {
     let mut out = Vec::with_capacity(b.len());
     let mut i = 0;
     while i < b.len() {
-        if b[i] == b'%' {
-            if let (Some(h), Some(l)) = (
+        if b[i] == b'%'
+            && let (Some(h), Some(l)) = (
                 b.get(i + 1).copied().and_then(hex),
                 b.get(i + 2).copied().and_then(hex),
-            ) {
-                out.push(h * 16 + l);
-                i += 3;
-                continue;
-            }
+            )
+        {
+            out.push(h * 16 + l);
+            i += 3;
+            continue;
         }
         if plus && b[i] == b'+' {
             out.push(b' ');
@@ -257,15 +261,15 @@ impl Multipart {
         let startlen = rbuf.len();
 
         // Phase 0: drop the preamble, keep the first delimiter.
-        if self.phase == 0 {
-            if let Some(c) = self.re_phase0.captures(rbuf) {
-                let start = c.get(1).unwrap().start();
-                rbuf.drain(..start);
-                // AnyEvent.pm counts these bytes here *and* again at the end of the call; the
-                // double count is kept (it can make "upload failed" fire early).
-                self.read += (startlen - rbuf.len()) as u64;
-                self.phase = 1;
-            }
+        if self.phase == 0
+            && let Some(c) = self.re_phase0.captures(rbuf)
+        {
+            let start = c.get(1).unwrap().start();
+            rbuf.drain(..start);
+            // AnyEvent.pm counts these bytes here *and* again at the end of the call; the
+            // double count is kept (it can make "upload failed" fire early).
+            self.read += (startlen - rbuf.len()) as u64;
+            self.phase = 1;
         }
 
         // Phase 1: the text fields in fixed order, then the file part's first header.
@@ -429,10 +433,7 @@ impl PartScanner {
         let mut buf = std::mem::take(&mut self.carry);
         buf.extend_from_slice(data);
         let mut pos = 0;
-        loop {
-            let Some(i) = memmem::find(&buf[pos..], &self.delim).map(|i| i + pos) else {
-                break;
-            };
+        while let Some(i) = memmem::find(&buf[pos..], &self.delim).map(|i| i + pos) {
             let line_start = if i == 0 {
                 self.at_line_start
             } else {

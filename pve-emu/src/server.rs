@@ -818,11 +818,12 @@ async fn upload(
     loop {
         rec.body(body_len);
         rec.parts(&scanner.names);
-        if let Some((id, n)) = drop_at {
-            if body_len >= n && shared.consume_fault(id) {
-                unlink(&tmp_real);
-                return Next::Close;
-            }
+        if let Some((id, n)) = drop_at
+            && body_len >= n
+            && shared.consume_fault(id)
+        {
+            unlink(&tmp_real);
+            return Next::Close;
         }
         if !conn.rbuf.is_empty() {
             let mut sink = |data: &[u8]| -> Result<(), String> {

@@ -13,7 +13,7 @@ fn req_with_auth(path: &str, auth: Option<&str>) -> Vec<u8> {
     if let Some(a) = auth {
         r.push_str(&format!("Authorization: {a}\r\n"));
     }
-    r.push_str("\r\n");
+    r.push_str("Connection: close\r\n\r\n");
     r.into_bytes()
 }
 
@@ -304,6 +304,21 @@ fn storage_listing_shapes() {
     assert_eq!(
         r.json()["errors"]["content"],
         "invalid format - invalid content type 'bogus'\n"
+    );
+    // The single-storage status.
+    let v = get(&emu, "/nodes/pve/storage/local/status").json()["data"].clone();
+    let mut keys: Vec<&String> = v.as_object().unwrap().keys().collect();
+    keys.sort();
+    assert_eq!(
+        keys,
+        [
+            "active", "avail", "content", "enabled", "shared", "total", "type", "used"
+        ]
+    );
+    assert_eq!(v["used"], json!(1000));
+    assert_eq!(
+        get(&emu, "/nodes/pve/storage/nope/status").json()["errors"]["storage"],
+        "No such storage."
     );
     // Unauthorised storages are silently omitted.
     let r = exchange(
@@ -727,10 +742,29 @@ fn delete_needs_allocate_and_missing_files_are_fine() {
     emu.put_file("pve", "local", "x.tar.gz", b"x");
     let del = |path: &str, auth: &str| {
         let r = format!(
-            "DELETE /api2/json{path} HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: {auth}\r\n\r\n"
+            "DELETE /api2/json{path} HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: {auth}\r\nConnection: close\r\n\r\n"
         );
         exchange(&emu, r.as_bytes())
     };
+    // Volume info (needs read access, not Allocate).
+    let v = get(
+        &emu,
+        "/nodes/pve/storage/local/content/local:vztmpl/x.tar.gz",
+    )
+    .json();
+    assert_eq!(v["data"]["path"], "/var/lib/vz/template/cache/x.tar.gz");
+    assert_eq!(
+        (v["data"]["size"].clone(), v["data"]["format"].clone()),
+        (json!(1), json!("raw"))
+    );
+    let r = get(&emu, "/nodes/pve/storage/local/content/vztmpl/none.tar.gz");
+    assert_eq!(
+        (r.status, r.reason.as_str()),
+        (
+            Some(500),
+            "volume_size_info on 'local:vztmpl/none.tar.gz' failed - no format"
+        )
+    );
     let r = del(
         "/nodes/pve/storage/local/content/local:vztmpl/x.tar.gz",
         "PVEAPIToken=tpl@pve!up=sec",
@@ -816,37 +850,22 @@ fn unknown_paths_and_methods() {
         (r.status, r.reason.as_str()),
         (Some(501), "Unexpected content for method 'GET'")
     );
-    // storage//upload is not recognised as an upload (ref §2.1): a multipart body → 506.
-    let body = multipart(
-        BOUNDARY,
-        &[
-            text("content", "vztmpl"),
-            file("filename", "x.tar.gz", b"d"),
-        ],
-    );
-    let r = exchange(
-        &emu,
-        &upload_request("/api2/json/nodes/pve/storage//upload", &body),
-    );
+    // storage//upload is not recognised as an upload (ref §2.1): a multipart body → 506, or
+    // 501 when Content-Length is above limit_max_post. pveproxy answers from the header alone
+    // and closes, so only the header is sent here (with a body in flight the client would
+    // likely see a reset instead, as with real Proxmox).
+    let head = |len: usize| {
+        format!(
+            "POST /api2/json/nodes/pve/storage//upload HTTP/1.1\r\nHost: x\r\nAuthorization: {AUTH}\r\nContent-Type: multipart/form-data; boundary={BOUNDARY}\r\nContent-Length: {len}\r\n\r\n"
+        )
+    };
+    let r = exchange(&emu, head(1000).as_bytes());
     assert_eq!(r.status, Some(506));
-    assert!(
-        r.reason
-            .starts_with("upload 'Content-Type 'multipart/form-data; boundary="),
-        "{}",
-        r.reason
+    assert_eq!(
+        r.reason,
+        format!("upload 'Content-Type 'multipart/form-data; boundary={BOUNDARY}' not implemented")
     );
-    let big = vec![0u8; 600 * 1024];
-    let body = multipart(
-        BOUNDARY,
-        &[
-            text("content", "vztmpl"),
-            file("filename", "x.tar.gz", &big),
-        ],
-    );
-    let r = exchange(
-        &emu,
-        &upload_request("/api2/json/nodes/pve/storage//upload", &body),
-    );
+    let r = exchange(&emu, head(600 * 1024).as_bytes());
     assert_eq!(
         (r.status, r.reason.as_str()),
         (Some(501), "for data too large")
@@ -944,4 +963,42 @@ fn fingerprint_and_urls() {
         "{}",
         String::from_utf8_lossy(&out)
     );
+}
+
+#[test]
+fn older_http_server_shapes() {
+    // libpve-http-server-perl < 5.2.0: no `message`, http-server errors are 501 with no body,
+    // and (< 5.2.1) rbuf_max / limit_max_post are 64 KiB (ref §0.2, §7).
+    let emu = start(Config {
+        http_server_version: "5.1.2".into(),
+        ..fast()
+    });
+    let r = get(&emu, "/nodes/pve/storage/nope/content");
+    assert_eq!(
+        (r.status, r.reason.as_str()),
+        (Some(500), "storage 'nope' does not exist")
+    );
+    assert_eq!(r.json(), json!({"data": null}));
+    let r = get(&emu, "/nodes/pve/tasks/garbage/status");
+    assert_eq!(
+        r.json(),
+        json!({"data": null, "errors": {"upid": "unable to parse worker upid"}})
+    );
+    let body = multipart(
+        BOUNDARY,
+        &[text("content", "vztmpl"), file("file", "x.tar.gz", b"d")],
+    );
+    let r = exchange(&emu, &upload_request(UPLOAD, &body));
+    assert_eq!(r.status, Some(501));
+    assert!(
+        r.reason.starts_with("wrong field name 'file'"),
+        "{}",
+        r.reason
+    );
+    assert!(r.body.is_empty());
+    let head = format!(
+        "POST /api2/json/nodes/pve/storage//upload HTTP/1.1\r\nHost: x\r\nAuthorization: {AUTH}\r\nContent-Type: multipart/form-data; boundary=x\r\nContent-Length: {}\r\n\r\n",
+        100 * 1024
+    );
+    assert_eq!(exchange(&emu, head.as_bytes()).reason, "for data too large");
 }

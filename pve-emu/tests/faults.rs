@@ -295,3 +295,22 @@ fn several_faults_queue_in_order() {
     assert_eq!(tasks[2].exitstatus.as_deref(), Some("OK"));
     assert_eq!(tasks[2].log.last().unwrap(), "TASK OK");
 }
+
+#[test]
+fn emulator_is_send_and_sync_and_usable_from_async_code() {
+    fn assert_send_sync<T: Send + Sync>() {}
+    assert_send_sync::<pve_emu::Emulator>();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let emu = pve_emu::Emulator::start(fast()).await.unwrap();
+        // A blocking client on the test's own (single) thread: the emulator has its own runtime.
+        let r = upload(&emu, "x.tar.gz", b"abc", None);
+        assert_eq!(r.status, Some(200));
+        assert!(emu.wait_tasks_idle(Duration::from_secs(5)).await);
+        assert_eq!(emu.tasks()[0].exitstatus.as_deref(), Some("OK"));
+        emu.shutdown().await;
+    });
+}

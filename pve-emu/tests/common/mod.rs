@@ -68,32 +68,55 @@ fn tls_config(emu: &Emulator) -> Arc<rustls::ClientConfig> {
 }
 
 /// Sends `chunks` (pausing `pause` between them, each flushed as its own TLS record) and
-/// reads the answer until the server closes.
+/// reads the answer until the server closes. When the server closes early the answer that
+/// arrived before is still read (the unsent rest is dropped, not retried).
 pub fn exchange_chunks(emu: &Emulator, chunks: &[Vec<u8>], pause: Duration) -> Raw {
     let start = Instant::now();
-    let tcp = TcpStream::connect(emu.addr()).unwrap();
+    let mut tcp = TcpStream::connect(emu.addr()).unwrap();
     tcp.set_nodelay(true).unwrap();
     tcp.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
     let name = rustls::pki_types::ServerName::try_from("127.0.0.1").unwrap();
-    let conn = rustls::ClientConnection::new(tls_config(emu), name).unwrap();
-    let mut s = rustls::StreamOwned::new(conn, tcp);
+    let mut conn = rustls::ClientConnection::new(tls_config(emu), name).unwrap();
+    while conn.is_handshaking() {
+        conn.complete_io(&mut tcp).expect("TLS handshake");
+    }
     let mut raw = Raw::default();
-    for (i, c) in chunks.iter().enumerate() {
+    'send: for (i, c) in chunks.iter().enumerate() {
         if i > 0 && !pause.is_zero() {
             std::thread::sleep(pause);
         }
-        if s.write_all(c).and_then(|_| s.flush()).is_err() {
-            raw.write_failed = true;
-            break;
+        let mut rest: &[u8] = c;
+        loop {
+            let n = conn.writer().write(rest).unwrap_or(0);
+            rest = &rest[n..];
+            while conn.wants_write() {
+                if conn.write_tls(&mut tcp).is_err() {
+                    raw.write_failed = true;
+                    break 'send;
+                }
+            }
+            if rest.is_empty() {
+                break;
+            }
         }
     }
     let mut out = Vec::new();
     let mut buf = [0u8; 65536];
-    loop {
-        match s.read(&mut buf) {
-            Ok(0) => break,
-            Ok(n) => out.extend_from_slice(&buf[..n]),
-            Err(_) => break,
+    'recv: loop {
+        match conn.read_tls(&mut tcp) {
+            Ok(0) | Err(_) => break,
+            Ok(_) => {}
+        }
+        if conn.process_new_packets().is_err() {
+            break;
+        }
+        loop {
+            match conn.reader().read(&mut buf) {
+                Ok(0) => break 'recv,
+                Ok(n) => out.extend_from_slice(&buf[..n]),
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                Err(_) => break 'recv,
+            }
         }
     }
     raw.elapsed = start.elapsed();
