@@ -33,7 +33,13 @@ impl Rng {
     }
 }
 
-const BUILD_FAULTS: [&str; 5] = ["none", "SIGINT", "SIGTERM", "script fails", "script timeout"];
+const BUILD_FAULTS: [&str; 5] = [
+    "none",
+    "SIGINT",
+    "SIGTERM",
+    "script fails",
+    "script timeout",
+];
 const UPLOAD_FAULTS: [&str; 7] = [
     "none",
     "DropConnectionAfterBodyBytes",
@@ -166,7 +172,7 @@ fn soak_build_and_upload_cycles_with_random_faults() {
         let child = lxcforge(&args).spawn().unwrap();
         let mut delay_ms = 0;
         if bf == "SIGINT" || bf == "SIGTERM" {
-            delay_ms = rng.below(2500);
+            delay_ms = rng.below(1200);
             std::thread::sleep(Duration::from_millis(delay_ms));
             let _ = Command::new("kill")
                 .arg(format!("-{}", if bf == "SIGINT" { "INT" } else { "TERM" }))
@@ -209,7 +215,9 @@ fn soak_build_and_upload_cycles_with_random_faults() {
         }
         let j: serde_json::Value = serde_json::from_str(&b.stdout).unwrap_or_default();
         let Some(version) = j["version"].as_u64() else {
-            problems.push(format!("cycle {cycle}: build exit 0 without a --json version"));
+            problems.push(format!(
+                "cycle {cycle}: build exit 0 without a --json version"
+            ));
             continue;
         };
         published.push(version);
@@ -313,7 +321,11 @@ fn soak_build_and_upload_cycles_with_random_faults() {
     }
     let artifacts = project.artifacts();
     let mut local_versions: Vec<u64> = Vec::new();
-    for e in std::fs::read_dir(&artifacts).into_iter().flatten().flatten() {
+    for e in std::fs::read_dir(&artifacts)
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
         let name = e.file_name().to_string_lossy().into_owned();
         if name == ".reserved" {
             for r in std::fs::read_dir(e.path()).into_iter().flatten().flatten() {
