@@ -9,6 +9,7 @@
 #   make base.debian-12                          debootstrap the offline Debian 12 base
 #   make test                                    the whole test suite (needs root, Docker, LXC)
 #   make reliability                             run the fault tests, regenerate docs/reliability.md
+#   make soak [SOAK_CYCLES=50] [SOAK_SEED=…]     build+upload cycles with random faults, then the state checked
 
 IMAGE   ?= ubuntu-24.04
 VERSION ?=
@@ -19,7 +20,7 @@ LXCFORGE_FLAGS ?=
 LXCFORGE := target/release/lxcforge
 SOURCES := Cargo.toml $(wildcard Cargo.lock) $(shell find src -name '*.rs' 2>/dev/null)
 
-.PHONY: reliability fuzz all image.build-next image.build image.list image.promote image.upload image.build-upload images deps.build deps.test test test.unit lint completions clean.artifacts
+.PHONY: reliability soak fuzz all image.build-next image.build image.list image.promote image.upload image.build-upload images deps.build deps.test test test.unit lint completions clean.artifacts
 
 all: $(LXCFORGE)
 
@@ -92,3 +93,10 @@ completions: $(LXCFORGE)
 # Bounded fuzzing of the tar reader/normalizer, the validator and the definition parser.
 fuzz:
 	sh scripts/fuzz.sh $(or $(FUZZ_SECONDS),60)
+
+# The soak: SOAK_CYCLES build+upload cycles of a tiny image with random faults (tests/soak.rs);
+# SOAK_SEED replays a run (the seed is printed).
+SOAK_CYCLES ?= 50
+SOAK_SEED ?=
+soak: deps.test
+	LXCFORGE_SOAK_CYCLES=$(SOAK_CYCLES) $(if $(SOAK_SEED),LXCFORGE_SOAK_SEED=$(SOAK_SEED)) CI=true $(CARGO) test --release --test soak -- --nocapture

@@ -33,6 +33,7 @@ if [ "$what" = test ]; then
     need ssh openssh-client
     need ssh-keygen openssh-client
     need curl curl
+    need strace strace
     # The integration tests' tiny base image is a static busybox.
     dpkg -s busybox-static >/dev/null 2>&1 || missing="$missing busybox-static"
 fi

@@ -69,7 +69,7 @@ mkdir -p "$(dirname "$out")"
     # Areas in the issue's order, then any others; rows sorted by fault within an area.
     jq -rs '
         def cell: tostring | gsub("\\|"; "\\|") | gsub("\n"; " ");
-        (["Builds", "Uploads", "Input"]) as $known
+        (["Builds", "Uploads", "Input", "Secrets", "Soak"]) as $known
         | group_by(.area)
         | sort_by(.[0].area as $a | ($known | index($a)) // 99, $a)
         | .[]

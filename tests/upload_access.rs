@@ -2,11 +2,15 @@
 //! from), TLS (system roots, --ca-cert, --fingerprint, --insecure) and several nodes. Every
 //! run asserts (in `run`) that no secret appears in stdout or stderr.
 
+mod support;
 mod upload_common;
 
 use std::time::Duration;
 
+use support::record_fault;
 use upload_common::*;
+
+const AREA: &str = "Uploads";
 
 #[test]
 fn a_bad_secret_gets_401_explained_without_the_secret() {
@@ -17,6 +21,7 @@ fn a_bad_secret_gets_401_explained_without_the_secret() {
     });
     let file = fx.template("a-v1.tar.gz", 2 << 20);
     let wrong = "11111111-2222-4333-8444-555555555555";
+    fx.record_built(&file);
     let r = run(
         fx.cmd()
             .arg("--json")
@@ -24,6 +29,17 @@ fn a_bad_secret_gets_401_explained_without_the_secret() {
             .env("PM_API_TOKEN_SECRET", wrong),
         &[wrong],
     );
+    record_fault(
+        AREA,
+        "401: a wrong token secret",
+        &format!(
+            "{}; {} upload request(s)",
+            r.outcome_in(&fx),
+            fx.uploads().len()
+        ),
+        &fx.left_behind("pve", "local", &file, false),
+    );
+    assert!(fx.ledger_uploads(&file).is_empty(), "ledger changed");
     r.assert_code(1)
         .assert_stderr("authentication failed")
         .assert_stderr("401 Authentication failed!")
@@ -60,6 +76,7 @@ fn a_token_without_the_upload_privilege_gets_403_explained() {
     ));
     let fx = Fixture::start(cfg);
     let file = fx.template("p-v1.tar.gz", 64 << 10);
+    fx.record_built(&file);
     let r = run(
         fx.cmd()
             .arg(&file)
@@ -70,6 +87,17 @@ fn a_token_without_the_upload_privilege_gets_403_explained() {
             ),
         &["00000000-0000-4000-8000-0000000000b2"],
     );
+    record_fault(
+        AREA,
+        "403: the token lacks Datastore.AllocateTemplate",
+        &format!(
+            "{}; {} upload request(s)",
+            r.outcome_in(&fx),
+            fx.uploads().len()
+        ),
+        &fx.left_behind("pve", "local", &file, false),
+    );
+    assert!(fx.ledger_uploads(&file).is_empty(), "ledger changed");
     r.assert_code(1)
         .assert_stderr("permission denied to upload")
         .assert_stderr("403 Permission check failed (/storage/local, Datastore.AllocateTemplate)")
@@ -95,6 +123,7 @@ fn a_large_upload_refused_early_is_a_cut_that_names_the_privilege() {
     ));
     let fx = Fixture::start(cfg);
     let file = fx.template("p-v2.tar.gz", 48 << 20);
+    fx.record_built(&file);
     let r = run(
         fx.cmd()
             .args(["--retries", "1"])
@@ -106,6 +135,17 @@ fn a_large_upload_refused_early_is_a_cut_that_names_the_privilege() {
             ),
         &["00000000-0000-4000-8000-0000000000b3"],
     );
+    record_fault(
+        AREA,
+        "403 on a 48 MiB upload (Proxmox closes the connection early, no answer)",
+        &format!(
+            "{}; {} upload request(s)",
+            r.outcome_in(&fx),
+            fx.uploads().len()
+        ),
+        &fx.left_behind("pve", "local", &file, false),
+    );
+    assert!(fx.ledger_uploads(&file).is_empty(), "ledger changed");
     r.assert_code(1)
         .assert_stderr("was cut while uploading")
         .assert_stderr("Datastore.AllocateTemplate on /storage/local");
@@ -182,8 +222,20 @@ fn the_secret_from_a_file_and_the_bpg_names() {
 fn the_system_roots_refuse_the_node_and_print_its_fingerprint() {
     let fx = Fixture::start(config());
     let file = fx.template("tls-v1.tar.gz", 1000);
+    fx.record_built(&file);
     let r = run(fx.cmd().env_remove("PM_TLS_CA_CERT").arg(&file), &[]);
     let fp = fx.emu.fingerprint_sha256();
+    record_fault(
+        AREA,
+        "TLS: a certificate the system roots do not trust",
+        &format!(
+            "{}; {} request(s) reached the node",
+            r.outcome_in(&fx),
+            fx.emu.requests().len()
+        ),
+        &fx.left_behind("pve", "local", &file, false),
+    );
+    assert!(fx.ledger_uploads(&file).is_empty(), "ledger changed");
     r.assert_code(1)
         .assert_stderr("TLS: the certificate of 127.0.0.1:")
         .assert_stderr("signed by a CA this machine does not trust")
@@ -213,6 +265,9 @@ fn the_ca_cert_flag_trusts_the_node() {
 
     // Another CA: refused, with the fingerprint to check.
     let other = Fixture::start(config());
+    let file = fx.template("tls-v3.tar.gz", 1000);
+    fx.record_built(&file);
+    let before = fx.emu.requests().len();
     let r = run(
         fx.cmd()
             .env_remove("PM_TLS_CA_CERT")
@@ -221,6 +276,18 @@ fn the_ca_cert_flag_trusts_the_node() {
             .arg(&file),
         &[],
     );
+    record_fault(
+        AREA,
+        "TLS: --ca-cert names another CA",
+        &format!(
+            "{}; {} request(s) reached the node",
+            r.outcome_in(&fx),
+            fx.emu.requests().len() - before
+        ),
+        &fx.left_behind("pve", "local", &file, false),
+    );
+    assert!(fx.ledger_uploads(&file).is_empty(), "ledger changed");
+    assert_eq!(fx.emu.requests().len(), before, "the token was not sent");
     r.assert_code(1)
         .assert_stderr("not accepted")
         .assert_stderr(&fx.emu.fingerprint_sha256());
@@ -247,6 +314,7 @@ fn a_pinned_fingerprint_is_accepted_and_a_wrong_one_refused() {
         &fp[1..]
     );
     let file = fx.template("pin-v2.tar.gz", 1000);
+    fx.record_built(&file);
     let before = fx.emu.requests().len();
     let r = run(
         fx.cmd()
@@ -255,6 +323,17 @@ fn a_pinned_fingerprint_is_accepted_and_a_wrong_one_refused() {
             .arg(&file),
         &[],
     );
+    record_fault(
+        AREA,
+        "TLS: a wrong pinned fingerprint (PM_TLS_FINGERPRINT)",
+        &format!(
+            "{}; {} request(s) reached the node",
+            r.outcome_in(&fx),
+            fx.emu.requests().len() - before
+        ),
+        &fx.left_behind("pve", "local", &file, false),
+    );
+    assert!(fx.ledger_uploads(&file).is_empty(), "ledger changed");
     r.assert_code(1)
         .assert_stderr(&format!("fingerprint is {fp}, not the pinned {wrong}"))
         .assert_stderr("not the machine you pinned");
@@ -361,10 +440,30 @@ fn one_bad_node_stops_all_before_any_upload() {
     let fx = Fixture::start(cfg);
     let file = fx.template("m-v2.tar.gz", 1000);
     fx.emu.put_file("pve2", "local", "m-v2.tar.gz", b"old");
+    fx.record_built(&file);
     let r = run(
         fx.cmd().args(["--json", "--node", "pve,pve2"]).arg(&file),
         &[],
     );
+    record_fault(
+        AREA,
+        "an existing volid on one of two nodes",
+        &format!(
+            "{}; {} upload request(s); pve2's file {}",
+            r.outcome_in(&fx),
+            fx.uploads().len(),
+            if fx.stored("pve2", "local", "m-v2.tar.gz").as_deref() == Some(b"old") {
+                "unchanged"
+            } else {
+                "CHANGED"
+            }
+        ),
+        &format!(
+            "on pve: {} (+ the old file on pve2, by design)",
+            fx.left_behind("pve", "local", &file, false)
+        ),
+    );
+    assert!(fx.ledger_uploads(&file).is_empty(), "ledger changed");
     r.assert_code(1)
         .assert_stderr("already exists on node 'pve2'");
     let j = r.json();
@@ -381,6 +480,7 @@ fn a_node_failing_after_others_succeeded_is_named_with_the_ones_verified() {
     let file = fx.template("part-v1.tar.gz", 1 << 20);
     fx.emu
         .inject(Fault::TaskFails("import failed: injected".into()));
+    fx.record_built(&file);
     let r = run(
         fx.cmd().args(["--json", "--node", "pve,pve2"]).arg(&file),
         &[],
@@ -392,6 +492,35 @@ fn a_node_failing_after_others_succeeded_is_named_with_the_ones_verified() {
     assert_eq!(j["ok"], false);
     let ok_node = j["uploads"][0]["node"].as_str().unwrap().to_owned();
     let bad_node = j["failed"][0]["node"].as_str().unwrap().to_owned();
+    let recorded: Vec<String> = fx
+        .ledger_uploads(&file)
+        .iter()
+        .map(|u| u.node.clone())
+        .collect();
+    record_fault(
+        AREA,
+        "the task fails on one of two nodes",
+        &format!(
+            "{}; verified on {ok_node}, failed on {bad_node}",
+            r.outcome_in(&fx)
+        ),
+        &format!(
+            "on {bad_node}: {}; on {ok_node}: {}; ledger upload records for: {recorded:?}",
+            fx.left_behind(&bad_node, "local", &file, false),
+            if fx.stored(&ok_node, "local", "part-v1.tar.gz").is_some() {
+                "the template, as intended"
+            } else {
+                "MISSING"
+            }
+        ),
+    );
+    // The verified node is in the ledger (so the next upload is not refused blind), the
+    // failed one is not.
+    assert_eq!(
+        recorded,
+        [ok_node.clone()],
+        "ledger records the verified node only"
+    );
     assert_ne!(ok_node, bad_node);
     assert_eq!(j["uploads"].as_array().unwrap().len(), 1);
     fx.assert_stored_identical(&ok_node, "local", &file);

@@ -3,11 +3,15 @@
 //! storage (byte-identical or absent, no temp files), the exit code and the message, and
 //! (through `run`) that the token secret never appears.
 
+mod support;
 mod upload_common;
 
 use std::time::Duration;
 
+use support::record_fault;
 use upload_common::*;
+
+const AREA: &str = "Uploads";
 
 #[test]
 fn happy_path_json_and_the_request_proxmox_needs() {
@@ -115,7 +119,15 @@ fn a_sidecar_checksum_is_used_and_a_stale_one_stores_nothing() {
         format!("{}  img-v3.tar.gz\n", "ab".repeat(32)),
     )
     .unwrap();
+    fx.record_built(&file);
     let r = run(fx.cmd().arg(&file), &[]);
+    record_fault(
+        AREA,
+        "checksum mismatch: a stale .sha256 sidecar (the file changed after it)",
+        &r.outcome_in(&fx),
+        &fx.left_behind("pve", "local", &file, false),
+    );
+    assert!(fx.ledger_uploads(&file).is_empty(), "ledger changed");
     r.assert_code(1)
         .assert_stderr("arrived corrupted")
         .assert_stderr("checksum mismatch")
@@ -130,7 +142,31 @@ fn an_existing_volid_is_refused_before_any_upload() {
     let file = fx.template("web-v4.tar.gz", 200 << 10);
     fx.emu
         .put_file("pve", "local", "web-v4.tar.gz", b"the old one");
+    fx.record_built(&file);
     let r = run(fx.cmd().arg("--json").arg(&file), &[]);
+    let old = fx.stored("pve", "local", "web-v4.tar.gz");
+    record_fault(
+        AREA,
+        "an existing volid (local:vztmpl/web-v4.tar.gz already on the storage)",
+        &format!(
+            "{}; {} upload request(s) sent; the stored file {}",
+            r.outcome_in(&fx),
+            fx.uploads().len(),
+            match &old {
+                Some(b) if b == b"the old one" => "is the old one, unchanged".to_owned(),
+                Some(b) => format!("CHANGED ({} bytes)", b.len()),
+                None => "is GONE".to_owned(),
+            }
+        ),
+        &format!(
+            "{} (+ the old file, by design)",
+            match fx.ledger_uploads(&file).len() {
+                0 => "nothing; 0 ledger upload records".to_owned(),
+                n => format!("{n} ledger upload record(s)"),
+            }
+        ),
+    );
+    assert!(fx.ledger_uploads(&file).is_empty(), "ledger changed");
     r.assert_code(1)
         .assert_stderr("local:vztmpl/web-v4.tar.gz already exists on node 'pve' (11 bytes)")
         .assert_stderr("never replaces");
@@ -188,7 +224,20 @@ fn a_connection_cut_mid_upload_is_sent_again_and_verified() {
     // (what tells lxcforge that Proxmox cannot have started a task).
     let file = fx.template("cut-v1.tar.gz", 48 << 20);
     fx.emu.inject(Fault::DropConnectionAfterBodyBytes(1 << 20));
+    fx.record_built(&file);
     let r = run(fx.cmd().arg(&file), &[]);
+    record_fault(
+        AREA,
+        "connection dropped mid-body (after 1 MiB of 48 MiB), once",
+        &format!(
+            "{}; {} upload request(s), {} task(s)",
+            r.outcome_in(&fx),
+            fx.uploads().len(),
+            fx.emu.tasks().len()
+        ),
+        &fx.left_behind("pve", "local", &file, true),
+    );
+    assert_eq!(fx.ledger_uploads(&file).len(), 1, "one ledger record");
     r.assert_code(0)
         .assert_stderr("the upload broke off")
         .assert_stderr("the task cannot have started");
@@ -204,7 +253,20 @@ fn a_connection_cut_every_time_fails_and_stores_nothing() {
     for _ in 0..3 {
         fx.emu.inject(Fault::DropConnectionAfterBodyBytes(1 << 20));
     }
+    fx.record_built(&file);
     let r = run(fx.cmd().args(["--retries", "2"]).arg(&file), &[]);
+    record_fault(
+        AREA,
+        "connection dropped mid-body on every attempt (--retries 2)",
+        &format!(
+            "{}; {} upload request(s), {} task(s)",
+            r.outcome_in(&fx),
+            fx.uploads().len(),
+            fx.emu.tasks().len()
+        ),
+        &fx.left_behind("pve", "local", &file, false),
+    );
+    assert!(fx.ledger_uploads(&file).is_empty(), "ledger changed");
     r.assert_code(1)
         .assert_stderr("was cut while uploading to node 'pve'")
         .assert_stderr("tried 3 times")
@@ -223,7 +285,19 @@ fn a_body_that_went_out_whole_is_never_sent_twice() {
     // the client every byte went out, and no answer came.
     fx.emu
         .inject(Fault::DropConnectionAfterBodyBytes((200 << 10) - 100));
+    fx.record_built(&file);
     let r = run(fx.cmd().arg(&file), &[]);
+    record_fault(
+        AREA,
+        "connection dropped after the whole body went out, no answer",
+        &format!(
+            "{}; {} upload request(s)",
+            r.outcome_in(&fx),
+            fx.uploads().len()
+        ),
+        &fx.left_behind("pve", "local", &file, false),
+    );
+    assert!(fx.ledger_uploads(&file).is_empty(), "ledger changed");
     r.assert_code(1)
         .assert_stderr(
             "the whole upload went out to node 'pve', but the connection closed before it answered",
@@ -240,7 +314,24 @@ fn a_500_on_the_upload_is_reported_and_not_resent() {
     let file = fx.template("e500-v1.tar.gz", 256 << 10);
     fx.emu
         .inject(Fault::UploadStatus500("pvedaemon proxy failed".into()));
+    fx.record_built(&file);
     let r = run(fx.cmd().arg("--json").arg(&file), &[]);
+    record_fault(
+        AREA,
+        "HTTP 500 on the upload",
+        &format!(
+            "{}; {} upload request(s)",
+            r.outcome_in(&fx),
+            fx.uploads().len()
+        ),
+        // pveproxy itself leaves its temp file behind on an error before the task (ref §2.12):
+        // the server's leak, listed as measured.
+        &format!(
+            "{} (a temp file here is pveproxy's own, left on an error before the task, ref §2.12)",
+            fx.left_behind("pve", "local", &file, false)
+        ),
+    );
+    assert!(fx.ledger_uploads(&file).is_empty(), "ledger changed");
     r.assert_code(1)
         .assert_stderr("500 pvedaemon proxy failed")
         .assert_stderr("nothing was stored");
@@ -263,7 +354,15 @@ fn a_failed_task_shows_its_log() {
     fx.emu.inject(Fault::TaskFails(
         "import failed: cp: cannot create regular file".into(),
     ));
+    fx.record_built(&file);
     let r = run(fx.cmd().arg(&file), &[]);
+    record_fault(
+        AREA,
+        "the upload task fails (TASK ERROR)",
+        &r.outcome_in(&fx),
+        &fx.left_behind("pve", "local", &file, false),
+    );
+    assert!(fx.ledger_uploads(&file).is_empty(), "ledger changed");
     r.assert_code(1)
         .assert_stderr(
             "the upload task on node 'pve' failed: import failed: cp: cannot create regular file",
@@ -279,7 +378,15 @@ fn a_corrupted_upload_is_a_checksum_mismatch() {
     let fx = Fixture::start(config());
     let file = fx.template("bad-v1.tar.xz", 900 << 10);
     fx.emu.inject(Fault::CorruptUpload);
+    fx.record_built(&file);
     let r = run(fx.cmd().arg(&file), &[]);
+    record_fault(
+        AREA,
+        "checksum mismatch: a byte flipped on the way",
+        &r.outcome_in(&fx),
+        &fx.left_behind("pve", "local", &file, false),
+    );
+    assert!(fx.ledger_uploads(&file).is_empty(), "ledger changed");
     r.assert_code(1)
         .assert_stderr("the template arrived corrupted on node 'pve': checksum mismatch")
         .assert_stderr("changed on the way")
@@ -292,13 +399,27 @@ fn an_early_no_such_task_is_waited_out() {
     let fx = Fixture::start(config());
     let file = fx.template("nst-v1.tar.gz", 100 << 10);
     fx.emu.inject(Fault::NoSuchTaskFor(3));
-    run(fx.cmd().arg(&file), &[]).assert_code(0);
+    fx.record_built(&file);
+    let r = run(fx.cmd().arg(&file), &[]);
     let polls = fx
         .emu
         .requests()
         .into_iter()
         .filter(|r| r.path.ends_with("/status"))
         .collect::<Vec<_>>();
+    record_fault(
+        AREA,
+        "`no such task` for the first 3 status polls",
+        &format!(
+            "{}; {} status polls, {} answered 400",
+            r.outcome_in(&fx),
+            polls.len(),
+            polls.iter().filter(|p| p.status == Some(400)).count()
+        ),
+        &fx.left_behind("pve", "local", &file, true),
+    );
+    assert_eq!(fx.ledger_uploads(&file).len(), 1, "one ledger record");
+    r.assert_code(0);
     assert!(polls.len() >= 4, "{}", polls.len());
     assert_eq!(polls[0].status, Some(400));
     fx.assert_stored_identical("pve", "local", &file);
@@ -309,9 +430,22 @@ fn a_slow_task_is_followed_to_its_end() {
     let fx = Fixture::start(config());
     let file = fx.template("slow-v1.tar.gz", 100 << 10);
     fx.emu.inject(Fault::SlowTask(Duration::from_secs(3)));
+    fx.record_built(&file);
     let r = run(fx.cmd().arg("--json").arg(&file), &[]);
+    let secs = r.json()["uploads"][0]["duration_secs"].as_f64();
+    record_fault(
+        AREA,
+        "a slow task (3 s)",
+        &format!(
+            "{}; upload took {}",
+            r.outcome_in(&fx),
+            secs.map_or("(no duration)".into(), |s| format!("{s:.1} s"))
+        ),
+        &fx.left_behind("pve", "local", &file, true),
+    );
+    assert_eq!(fx.ledger_uploads(&file).len(), 1, "one ledger record");
     r.assert_code(0);
-    assert!(r.json()["uploads"][0]["duration_secs"].as_f64().unwrap() >= 3.0);
+    assert!(secs.unwrap() >= 3.0);
     fx.assert_stored_identical("pve", "local", &file);
 }
 
@@ -320,7 +454,20 @@ fn a_task_outliving_the_deadline_is_a_timeout_that_says_so() {
     let fx = Fixture::start(config());
     let file = fx.template("late-v1.tar.gz", 100 << 10);
     fx.emu.inject(Fault::SlowTask(Duration::from_secs(6)));
+    fx.record_built(&file);
     let r = run(fx.cmd().args(["--upload-timeout", "2s"]).arg(&file), &[]);
+    // The task goes on on the node: whatever it stores later is Proxmox's, and the client
+    // said so; what counts here is that the ledger recorded nothing it had not verified.
+    record_fault(
+        AREA,
+        "a slow task (6 s) past --upload-timeout 2s",
+        &r.outcome_in(&fx),
+        &format!(
+            "{} ledger upload record(s) (the task goes on on the node; the client says so)",
+            fx.ledger_uploads(&file).len()
+        ),
+    );
+    assert!(fx.ledger_uploads(&file).is_empty(), "ledger changed");
     r.assert_code(1)
         .assert_stderr("timed out after 2s")
         .assert_stderr("goes on running");
@@ -331,7 +478,18 @@ fn a_full_disk_is_named() {
     let fx = Fixture::start(config());
     let file = fx.template("full-v1.tar.gz", 200 << 10);
     fx.emu.inject(Fault::DiskFull);
+    fx.record_built(&file);
     let r = run(fx.cmd().arg(&file), &[]);
+    record_fault(
+        AREA,
+        "the node's /var/tmp full (ENOSPC writing the upload)",
+        &r.outcome_in(&fx),
+        &format!(
+            "{} (a temp file here is pveproxy's own, left on an error before the task, ref §2.12)",
+            fx.left_behind("pve", "local", &file, false)
+        ),
+    );
+    assert!(fx.ledger_uploads(&file).is_empty(), "ledger changed");
     r.assert_code(1)
         .assert_stderr("node 'pve' ran out of disk space")
         .assert_stderr("No space left on device")

@@ -227,13 +227,32 @@ pub async fn run(args: UploadArgs, root: &Path, ui: &Ui) -> Result<Value, Upload
     }
     if !outcome.failures.is_empty() {
         let ok_nodes: Vec<&str> = outcome.reports.iter().map(|r| r.node.as_str()).collect();
+        // What is verified is recorded even though another node failed: the template is on
+        // those nodes now, and a ledger that did not know it would be wrong about them (and
+        // the next upload, refused there as an existing volid, would have no record to go by).
+        let recorded = if outcome.reports.is_empty() {
+            String::new()
+        } else {
+            match record_in_ledger(root, &local.file_name, &outcome.reports) {
+                Ok(Some((image, version))) => format!(
+                    "; recorded in {}: v{version} on {}",
+                    crate::ledger::path(root, &image).display(),
+                    ok_nodes.join(", ")
+                ),
+                Ok(None) => String::new(),
+                Err(e) => format!("; the ledger could not record the verified nodes: {e:#}"),
+            }
+        };
         let message = summarize(
             &outcome.failures,
             outcome.reports.len(),
             &if ok_nodes.is_empty() {
                 "nothing was stored".to_owned()
             } else {
-                format!("the template is verified on: {}", ok_nodes.join(", "))
+                format!(
+                    "the template is verified on: {}{recorded}",
+                    ok_nodes.join(", ")
+                )
             },
         );
         return Err(UploadFailed {

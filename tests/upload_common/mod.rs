@@ -205,3 +205,134 @@ pub fn run(cmd: &mut assert_cmd::Command, also_secret: &[&str]) -> Run {
     }
     r
 }
+
+impl Fixture {
+    /// Records `file` (`<prefix>-v<N>.<ext>`) in the ledger `versions/<prefix>.json` of the
+    /// fixture's directory (the project root of every run) as a build would, so an upload of
+    /// it is recorded there too.
+    pub fn record_built(&self, file: &Path) {
+        use lxcforge::ledger::{Entry, ValidationSummary};
+        let (prefix, version) = split_versioned(file);
+        lxcforge::ledger::record_build(
+            self.dir.path(),
+            &prefix,
+            &prefix,
+            Entry {
+                version,
+                file: file.file_name().unwrap().to_str().unwrap().to_owned(),
+                sha256: sha256_of(file),
+                size: std::fs::metadata(file).unwrap().len(),
+                built_at: "2026-12-01T00:00:00Z".into(),
+                base_reference: "bases/x.tar".into(),
+                base_digest: "sha256:00".into(),
+                git_commit: "0".into(),
+                validation: ValidationSummary {
+                    passed: true,
+                    pve_version: "9.2".into(),
+                    pass: 30,
+                    warn: 0,
+                    fail: 0,
+                },
+                uploads: vec![],
+            },
+        )
+        .unwrap();
+    }
+
+    /// The upload records the ledger holds for `file`'s version (the ledger must parse and
+    /// still hold the version).
+    pub fn ledger_uploads(&self, file: &Path) -> Vec<lxcforge::ledger::UploadRecord> {
+        let (prefix, version) = split_versioned(file);
+        let l = lxcforge::ledger::load(self.dir.path(), &prefix)
+            .unwrap_or_else(|e| panic!("the ledger of {prefix} does not parse: {e}"))
+            .unwrap_or_else(|| panic!("the ledger of {prefix} is gone"));
+        l.entry(version)
+            .unwrap_or_else(|| panic!("v{version} is gone from the ledger of {prefix}"))
+            .uploads
+            .clone()
+    }
+
+    /// What an upload of `local` left on `node`/`storage`, measured: the stored file compared
+    /// with the local one (`expected`: whether a stored identical copy is the right end state),
+    /// the emulator's temp files and, when `file` is in a ledger, its upload records.
+    pub fn left_behind(&self, node: &str, storage: &str, local: &Path, expected: bool) -> String {
+        let name = local.file_name().unwrap().to_str().unwrap();
+        let mut leaks = Vec::new();
+        let mut kept = Vec::new();
+        match self.stored(node, storage, name) {
+            Some(got) if got == std::fs::read(local).unwrap() && expected => {
+                kept.push(format!("{storage}:vztmpl/{name}, byte-identical"))
+            }
+            Some(got) if got == std::fs::read(local).unwrap() => {
+                leaks.push(format!("{storage}:vztmpl/{name} stored"))
+            }
+            Some(got) => leaks.push(format!(
+                "{storage}:vztmpl/{name} stored with different content ({} bytes)",
+                got.len()
+            )),
+            None if expected => leaks.push(format!("{storage}:vztmpl/{name} MISSING")),
+            None => {}
+        }
+        let temps = self.emu.temp_files();
+        if !temps.is_empty() {
+            leaks.push(format!("{} emulator temp file(s)", temps.len()));
+        }
+        let (prefix, _) = split_versioned(local);
+        if lxcforge::ledger::path(self.dir.path(), &prefix).exists() {
+            let n = self
+                .ledger_uploads(local)
+                .iter()
+                .filter(|u| u.node == node)
+                .count();
+            if expected && n == 1 {
+                kept.push("1 ledger upload record".into());
+            } else if n > 0 || expected {
+                leaks.push(format!("{n} ledger upload record(s)"));
+            } else {
+                kept.push("the ledger unchanged (0 upload records)".into());
+            }
+        }
+        let mut s = if leaks.is_empty() {
+            "nothing".to_owned()
+        } else {
+            leaks.join("; ")
+        };
+        if !kept.is_empty() {
+            s.push_str(&format!(" (+ {}, as intended)", kept.join(", ")));
+        }
+        s
+    }
+}
+
+/// (`prefix`, N) of a `<prefix>-v<N>.<ext>` file.
+pub fn split_versioned(file: &Path) -> (String, u64) {
+    let name = file.file_name().unwrap().to_str().unwrap();
+    let at = name.rfind("-v").expect("a <prefix>-v<N> name");
+    let digits: String = name[at + 2..]
+        .chars()
+        .take_while(char::is_ascii_digit)
+        .collect();
+    (name[..at].to_owned(), digits.parse().unwrap())
+}
+
+impl Run {
+    /// "exit N; error: …" (the first error line), as observed.
+    pub fn outcome(&self) -> String {
+        let first = self
+            .stderr
+            .lines()
+            .find(|l| l.starts_with("error: ") || l.starts_with("error:"))
+            .unwrap_or("(no error line)");
+        format!("exit {}; {first}", self.code)
+    }
+
+    /// The outcome with the fixture's temporary paths and the emulator's port generalised.
+    pub fn outcome_in(&self, fx: &Fixture) -> String {
+        self.outcome()
+            .replace(&fx.dir.path().display().to_string(), "<dir>")
+            .replace(
+                &format!("127.0.0.1:{}", fx.emu.addr().port()),
+                "127.0.0.1:<port>",
+            )
+    }
+}
