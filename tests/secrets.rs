@@ -220,7 +220,8 @@ fn the_token_secret_appears_nowhere() {
     }
     let secret_file = secret_file.display().to_string();
     // (what, args, env, the exit code it must have)
-    let runs: Vec<(&str, Vec<&str>, Vec<(&str, Option<&str>)>, i32)> = vec![
+    type Run<'a> = (&'a str, Vec<&'a str>, Vec<(&'a str, Option<&'a str>)>, i32);
+    let runs: Vec<Run> = vec![
         (
             "build v1",
             vec!["build", &image, "--next", "--json"],

@@ -518,7 +518,7 @@ fn a_node_failing_after_others_succeeded_is_named_with_the_ones_verified() {
     // failed one is not.
     assert_eq!(
         recorded,
-        [ok_node.clone()],
+        std::slice::from_ref(&ok_node),
         "ledger records the verified node only"
     );
     assert_ne!(ok_node, bad_node);
