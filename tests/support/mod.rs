@@ -255,3 +255,31 @@ pub fn containers_named(prefix: &str) -> Vec<String> {
         .unwrap();
     stdout(&o).lines().map(str::to_owned).collect()
 }
+
+/// Appends one JSON line `{"area","fault","outcome","left_behind"}` to the file named by
+/// `LXCFORGE_FAULT_REPORT`, if set (the reliability table is assembled from these). One
+/// `write` call on a file opened for appending, so lines from parallel tests do not interleave.
+pub fn record_fault(area: &str, fault: &str, outcome: &str, left_behind: &str) {
+    use std::io::Write;
+    let Some(path) = std::env::var_os("LXCFORGE_FAULT_REPORT") else {
+        return;
+    };
+    let mut line = serde_json::json!({
+        "area": area,
+        "fault": fault,
+        "outcome": outcome,
+        "left_behind": left_behind,
+    })
+    .to_string();
+    line.push('\n');
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&path)
+        .unwrap_or_else(|e| panic!("LXCFORGE_FAULT_REPORT={}: {e}", path.to_string_lossy()));
+    // one write(2): O_APPEND makes it land whole at the end of the file
+    let n = f
+        .write(line.as_bytes())
+        .unwrap_or_else(|e| panic!("LXCFORGE_FAULT_REPORT={}: {e}", path.to_string_lossy()));
+    assert_eq!(n, line.len(), "short write to LXCFORGE_FAULT_REPORT");
+}
