@@ -243,7 +243,7 @@ async fn pipeline(
         &staging.path(&file_name),
         &PackOptions {
             source_date_epoch: provenance.source_date_epoch,
-            compression: opts.compression.clone(),
+            compression: opts.compression,
             threads: opts.threads,
             spool_dir: staging.dir.clone(),
         },

@@ -292,7 +292,7 @@ mod tests {
 
     #[test]
     fn long_names_and_targets_keep_dot_slash_and_read_back() {
-        let long: Vec<u8> = [b"d/".as_slice(), &vec![b'n'; 150], b"\xff"].concat();
+        let long: Vec<u8> = [b"d/".as_slice(), &[b'n'; 150], b"\xff"].concat();
         let target: Vec<u8> = vec![b't'; 130];
         let mut w = TarWriter::new(Vec::new());
         w.write_root(5).unwrap();
