@@ -31,13 +31,22 @@ pub enum DefinitionError {
         available: Vec<String>,
         suggestion: Option<String>,
     },
-    #[error("cannot read image definition {path}: {source}")]
+    #[error("cannot read image definition {path}: {source}\n  fix: {fix}")]
     Read {
         path: PathBuf,
         source: std::io::Error,
+        fix: &'static str,
     },
-    #[error("image definition {path} is invalid: {message}")]
+    #[error(
+        "image definition {path} is invalid: {message}\n  fix: correct the file (see README.md, 'Image definitions')"
+    )]
     Parse { path: PathBuf, message: String },
+    #[error("image definition {path} {problem}\n  fix: {fix}")]
+    Unusable {
+        path: PathBuf,
+        problem: String,
+        fix: &'static str,
+    },
     #[error("image definition {path}: `{field}` {problem}\n  fix: {fix}")]
     Invalid {
         path: PathBuf,
@@ -64,6 +73,53 @@ fn fix_not_found(available: &[String], suggestion: Option<&str>) -> String {
         (None, false) => format!("pick one of: {}", available.join(", ")),
         (None, true) => "create images/<name>.toml (see README.md, 'Image definitions')".into(),
     }
+}
+
+/// A value from the definition as shown in an error: control characters escaped (no terminal
+/// escapes from a hostile file), at most 80 characters.
+fn shown(s: &str) -> String {
+    const MAX: usize = 80;
+    let mut out: String = s
+        .chars()
+        .take(MAX)
+        .flat_map(|c| {
+            if c.is_control() {
+                c.escape_default().collect::<Vec<_>>()
+            } else {
+                vec![c]
+            }
+        })
+        .collect();
+    if s.chars().count() > MAX {
+        out.push_str(&format!("… ({} bytes)", s.len()));
+    }
+    out
+}
+
+/// A parser message for the terminal: control characters other than newlines escaped, each
+/// line (the parser quotes the offending line) cut to 200 characters, at most 20 lines.
+fn clean_message(m: &str) -> String {
+    m.lines()
+        .take(20)
+        .map(|l| {
+            let mut line: String = l
+                .chars()
+                .take(200)
+                .flat_map(|c| {
+                    if c.is_control() && c != '\t' {
+                        c.escape_default().collect::<Vec<_>>()
+                    } else {
+                        vec![c]
+                    }
+                })
+                .collect();
+            if l.chars().count() > 200 {
+                line.push('…');
+            }
+            line
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
 }
 
 /// The on-disk shape. `deny_unknown_fields` makes a misspelled key an error naming the key.
@@ -212,15 +268,28 @@ pub fn available(root: &Path) -> Vec<String> {
 
 /// Finds a definition by name (`debian-12` → `<root>/images/debian-12.toml`) or by path.
 pub fn locate(root: &Path, name_or_path: &str) -> Result<PathBuf, DefinitionError> {
+    // Something there that is not a regular file (a directory, a FIFO that would block the
+    // read, a device that never ends) is refused by name, before it is opened.
+    let not_a_file = |p: PathBuf| DefinitionError::Unusable {
+        path: p,
+        problem: "is not a regular file".into(),
+        fix: "point at a .toml file (a FIFO, device or directory is not a definition)",
+    };
     if name_or_path.ends_with(".toml") || name_or_path.contains('/') {
         let p = PathBuf::from(name_or_path);
         if p.is_file() {
             return Ok(p);
         }
+        if p.exists() {
+            return Err(not_a_file(p));
+        }
     }
     let path = root.join("images").join(format!("{name_or_path}.toml"));
     if path.is_file() {
         return Ok(path);
+    }
+    if path.exists() {
+        return Err(not_a_file(path));
     }
     let available = available(root);
     let suggestion = available
@@ -247,24 +316,50 @@ pub fn load(
     let read_err = |source| DefinitionError::Read {
         path: path.clone(),
         source,
+        fix: "check that the file exists and is readable",
+    };
+    let too_big = |len: String| DefinitionError::Unusable {
+        path: path.clone(),
+        problem: format!(
+            "is {len} bytes; a definition is a few lines of TOML, at most {MAX_DEFINITION_BYTES} bytes"
+        ),
+        fix: "point at the right file; keep payloads in scripts or files next to it",
     };
     let meta = std::fs::metadata(&path).map_err(read_err)?;
     if meta.len() > MAX_DEFINITION_BYTES {
-        return Err(DefinitionError::Parse {
-            path,
-            message: format!(
-                "the file is {} bytes; a definition is at most {MAX_DEFINITION_BYTES}",
-                meta.len()
-            ),
-        });
+        return Err(too_big(meta.len().to_string()));
     }
-    let text = std::fs::read_to_string(&path).map_err(read_err)?;
+    // Read at most one byte past the limit, whatever the size said (a file still growing).
+    let bytes = read_capped(&path, MAX_DEFINITION_BYTES).map_err(read_err)?;
+    if bytes.len() as u64 > MAX_DEFINITION_BYTES {
+        return Err(too_big("more than".into()));
+    }
+    let text = String::from_utf8(bytes).map_err(|e| {
+        let at = e.utf8_error().valid_up_to();
+        let line = e.as_bytes()[..at].iter().filter(|b| **b == b'\n').count() + 1;
+        DefinitionError::Unusable {
+            path: path.clone(),
+            problem: format!("is not UTF-8 text (invalid byte at offset {at}, line {line})"),
+            fix: "save it as UTF-8 (TOML files are UTF-8), e.g. iconv -f latin1 -t utf-8",
+        }
+    })?;
     let name = path
         .file_stem()
         .and_then(|s| s.to_str())
         .unwrap_or("image")
         .to_owned();
     parse(root, &path, &name, &text, opts)
+}
+
+/// Reads at most `max + 1` bytes of a file, so the caller can tell "over the limit" without
+/// reading it all.
+fn read_capped(path: &Path, max: u64) -> std::io::Result<Vec<u8>> {
+    use std::io::Read;
+    let mut out = Vec::new();
+    std::fs::File::open(path)?
+        .take(max + 1)
+        .read_to_end(&mut out)?;
+    Ok(out)
 }
 
 /// Parses definition text; separate from `load` so tests need no files for pure checks.
@@ -277,7 +372,7 @@ pub fn parse(
 ) -> Result<Definition, DefinitionError> {
     let raw: RawDefinition = toml::from_str(text).map_err(|e| DefinitionError::Parse {
         path: path.to_owned(),
-        message: e.to_string().trim_end().to_owned(),
+        message: clean_message(e.to_string().trim_end()),
     })?;
     let invalid = |field: &str, problem: String, fix: &str| DefinitionError::Invalid {
         path: path.to_owned(),
@@ -312,7 +407,7 @@ pub fn parse(
     for key in raw.env.keys() {
         if !is_env_name(key) || key.starts_with("LXCFORGE_") {
             return Err(invalid(
-                &format!("env.{key}"),
+                &format!("env.{}", shown(key)),
                 "is not a usable environment variable name (or uses the reserved LXCFORGE_ prefix)"
                     .into(),
                 "use [A-Za-z_][A-Za-z0-9_]* and a name not starting with LXCFORGE_",
@@ -359,7 +454,7 @@ fn check_name(name: &str) -> Result<(), String> {
     {
         Ok(())
     } else {
-        Err(format!("'{name}' is not a valid image name"))
+        Err(format!("'{}' is not a valid image name", shown(name)))
     }
 }
 
@@ -373,7 +468,7 @@ fn is_env_name(s: &str) -> bool {
 /// plain name, and must not itself end in a version suffix that would confuse the resolver.
 pub fn check_prefix(prefix: &str) -> Result<(), String> {
     if prefix.is_empty() || prefix.len() > 100 {
-        return Err(format!("'{prefix}' must be 1 to 100 characters"));
+        return Err(format!("'{}' must be 1 to 100 characters", shown(prefix)));
     }
     if !prefix
         .chars()
@@ -381,7 +476,8 @@ pub fn check_prefix(prefix: &str) -> Result<(), String> {
         || !prefix.starts_with(|c: char| c.is_ascii_alphanumeric())
     {
         return Err(format!(
-            "'{prefix}' may only hold letters, digits, '.', '_' and '-', starting with a letter or digit"
+            "'{}' may only hold letters, digits, '.', '_' and '-', starting with a letter or digit",
+            shown(prefix)
         ));
     }
     if let Some(pos) = prefix.rfind("-v")
@@ -424,7 +520,7 @@ fn parse_base(root: &Path, raw: &RawBase, opts: LoadOptions) -> Result<Base, Fie
             let sha256 = match &raw.sha256 {
                 Some(s) => Some(parse_sha256(s).ok_or((
                     "base.sha256",
-                    format!("'{s}' is not a sha256 digest"),
+                    format!("'{}' is not a sha256 digest", shown(s)),
                     "write the 64 hex digits printed by `sha256sum <file>`".to_string(),
                 ))?),
                 None => None,
@@ -433,7 +529,7 @@ fn parse_base(root: &Path, raw: &RawBase, opts: LoadOptions) -> Result<Base, Fie
                 if rootfs.starts_with("http://") && !is_loopback_url(rootfs) {
                     return Err((
                         "base.rootfs",
-                        format!("'{rootfs}' uses plain http"),
+                        format!("'{}' uses plain http", shown(rootfs)),
                         "use an https:// URL (plain http is accepted only for 127.0.0.1/localhost)"
                             .into(),
                     ));
@@ -486,14 +582,17 @@ pub fn parse_image_ref(reference: &str, allow_unpinned: bool) -> Result<Base, Fi
             .chars()
             .any(|c| c.is_whitespace() || c.is_control())
     {
-        return Err(bad(format!("'{reference}' is not an image reference")));
+        return Err(bad(format!(
+            "'{}' is not an image reference",
+            shown(reference)
+        )));
     }
     let (name, digest) = match reference.split_once('@') {
         Some((n, d)) => {
             let hex = d
                 .strip_prefix("sha256:")
                 .and_then(parse_sha256)
-                .ok_or_else(|| bad(format!("'{d}' is not a sha256 digest")))?;
+                .ok_or_else(|| bad(format!("'{}' is not a sha256 digest", shown(d))))?;
             (n, Some(format!("sha256:{hex}")))
         }
         None => (reference, None),
@@ -504,12 +603,18 @@ pub fn parse_image_ref(reference: &str, allow_unpinned: bool) -> Result<Base, Fi
         None => (name, None),
     };
     if repository.is_empty() || tag == Some("") {
-        return Err(bad(format!("'{reference}' is not an image reference")));
+        return Err(bad(format!(
+            "'{}' is not an image reference",
+            shown(reference)
+        )));
     }
     if digest.is_none() && !allow_unpinned {
         return Err((
             "base.image",
-            format!("'{reference}' is not pinned by digest, so two builds may start from different bases"),
+            format!(
+                "'{}' is not pinned by digest, so two builds may start from different bases",
+                shown(reference)
+            ),
             "append @sha256:<digest> (see `docker buildx imagetools inspect <ref>` or the registry), or pass --allow-unpinned".into(),
         ));
     }
@@ -527,21 +632,31 @@ fn load_scripts(
     stage: Stage,
     entries: &[String],
 ) -> Result<Vec<Script>, DefinitionError> {
-    let canon_root = root
-        .canonicalize()
-        .map_err(|source| DefinitionError::Read {
-            path: root.to_owned(),
-            source,
-        })?;
+    let canon_root = root.canonicalize().map_err(|e| DefinitionError::Unusable {
+        path: def_path.to_owned(),
+        problem: format!(
+            "cannot be checked: its project root {} cannot be resolved: {e}",
+            root.display()
+        ),
+        fix: "run from the project directory or pass --root DIR",
+    })?;
     let mut out: Vec<Script> = Vec::with_capacity(entries.len());
     for entry in entries {
         let err = |problem: String, fix: &str| DefinitionError::Script {
             path: def_path.to_owned(),
             stage,
-            script: entry.clone(),
+            script: shown(entry),
             problem,
             fix: fix.to_owned(),
         };
+        if entry.is_empty() {
+            return Err(err(
+                "is an empty path".into(),
+                &format!(
+                    "write the script's path relative to the project, e.g. \"{stage}/10-name.sh\""
+                ),
+            ));
+        }
         let rel = Path::new(entry);
         if rel.is_absolute() || rel.components().any(|c| matches!(c, Component::ParentDir)) {
             return Err(err(
@@ -551,11 +666,20 @@ fn load_scripts(
                 ),
             ));
         }
+        if entry.contains('\0') {
+            return Err(err(
+                "contains a NUL byte, which no file name can hold".into(),
+                "fix the path in the definition",
+            ));
+        }
         let abs = root.join(rel);
         let canon = abs.canonicalize().map_err(|e| {
             err(
                 format!("cannot be opened: {e}"),
-                &format!("create {} or fix the path in the definition", abs.display()),
+                &format!(
+                    "create {} or fix the path in the definition",
+                    shown(&abs.display().to_string())
+                ),
             )
         })?;
         if !canon.starts_with(&canon_root) {
@@ -584,8 +708,15 @@ fn load_scripts(
                 "keep large payloads out of scripts: install them with the package manager or download them in the script",
             ));
         }
-        let bytes = std::fs::read(&canon)
+        // At most one byte past the limit, whatever the size said (a file still growing).
+        let bytes = read_capped(&canon, MAX_SCRIPT_BYTES)
             .map_err(|e| err(format!("cannot be read: {e}"), "check its permissions"))?;
+        if bytes.len() as u64 > MAX_SCRIPT_BYTES {
+            return Err(err(
+                format!("grew past the {MAX_SCRIPT_BYTES}-byte limit for scripts while being read"),
+                "do not write to scripts during a build",
+            ));
+        }
         if !bytes.starts_with(b"#!") {
             return Err(err(
                 "has no #! line, so the container would not know how to run it".into(),
@@ -597,7 +728,7 @@ fn load_scripts(
             path: entry.clone(),
             abs: canon,
             sha256: hex::encode(Sha256::digest(&bytes)),
-            size: meta.len(),
+            size: bytes.len() as u64,
         });
     }
     Ok(out)

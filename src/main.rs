@@ -55,6 +55,9 @@ enum Command {
         /// Target Proxmox VE release, e.g. 8.2 (default: the newest known).
         #[arg(long, value_name = "X.Y")]
         pve_version: Option<String>,
+        /// Give up (exit 2) when reading the file takes longer than this.
+        #[arg(long, value_name = "DURATION", default_value = "10m", value_parser = humantime::parse_duration)]
+        time_budget: std::time::Duration,
     },
     /// Print the next free version number of an image.
     ///
@@ -376,7 +379,11 @@ async fn run(cli: Cli, ui: &Ui) -> anyhow::Result<serde_json::Value> {
             .await?;
             Ok(serde_json::to_value(out)?)
         }
-        Command::Validate { file, pve_version } => {
+        Command::Validate {
+            file,
+            pve_version,
+            time_budget,
+        } => {
             let pve_version = pve_version
                 .map(|v| {
                     v.parse::<validate::PveVersion>()
@@ -384,7 +391,11 @@ async fn run(cli: Cli, ui: &Ui) -> anyhow::Result<serde_json::Value> {
                 })
                 .transpose()
                 .map_err(|e| Exit::new(2, e))?;
-            let report = validate::validate_file(&file, &validate::ValidateOptions { pve_version })
+            let opts = validate::ValidateOptions {
+                pve_version,
+                time_budget,
+            };
+            let report = validate::validate_file(&file, &opts)
                 .map_err(|e| Exit::new(2, anyhow::anyhow!(e.to_string())))?;
             if !cli.json {
                 print!("{}", report.render_table());

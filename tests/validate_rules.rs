@@ -512,3 +512,309 @@ fn report_api() {
     );
     assert!(rep.render_table().contains("FAIL   secrets.history"));
 }
+
+/// Deterministic pseudo-random text over `alphabet` (xorshift), so no token is a literal here.
+fn rand_str(seed: u64, len: usize, alphabet: &[u8]) -> String {
+    let mut x = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            alphabet[(x % alphabet.len() as u64) as usize] as char
+        })
+        .collect()
+}
+
+const ALNUM: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
+const URLSAFE: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+const HEX: &[u8] = b"0123456789abcdef";
+
+fn uuid(seed: u64) -> String {
+    let h = rand_str(seed, 32, HEX);
+    format!(
+        "{}-{}-4{}-a{}-{}",
+        &h[..8],
+        &h[8..12],
+        &h[13..16],
+        &h[17..20],
+        &h[20..]
+    )
+}
+
+/// The report must name the member but never print the token.
+#[track_caller]
+fn token_finding(r: &Rootfs, member: &str, status: lxcforge::validate::Status, secret: &str) {
+    let rep = run_gz(r);
+    expect(&rep, "secrets.tokens", status, Some(member));
+    let table = rep.render_table();
+    let json = serde_json::to_string(&rep).unwrap();
+    let tail = &secret[secret.len() - 12..];
+    assert!(
+        !table.contains(tail) && !json.contains(tail),
+        "the secret is printed:\n{table}"
+    );
+}
+
+#[test]
+fn known_token_shapes_fail() {
+    let aws = format!(
+        "AKIA{}",
+        rand_str(1, 16, b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567")
+    );
+    let ghp = format!("ghp_{}", rand_str(2, 36, ALNUM));
+    let pat = format!(
+        "github_pat_{}_{}",
+        rand_str(3, 22, ALNUM),
+        rand_str(4, 59, ALNUM)
+    );
+    let glpat = format!("glpat-{}", rand_str(5, 20, URLSAFE));
+    let slack = format!("xoxb-1234567890-9876543210-{}", rand_str(6, 24, ALNUM));
+    let b64 = |s: u64, n| rand_str(s, n, URLSAFE);
+    let jwt = format!(
+        "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.eyJ{}.{}",
+        b64(7, 40),
+        b64(8, 43)
+    );
+    let pve_secret = uuid(9);
+    let npm = format!("npm_{}", rand_str(10, 36, ALNUM));
+    let pypi = format!("pypi-AgEIcHlwaS5vcmc{}", b64(11, 60));
+    let dckr = format!("dckr_pat_{}", b64(12, 27));
+    let google = format!("AIza{}", b64(13, 35));
+    let cases: Vec<(&str, String, String)> = vec![
+        (
+            "./root/.bashrc",
+            format!("# ~/.bashrc\nexport AWS_ACCESS_KEY_ID={aws}\n"),
+            aws.clone(),
+        ),
+        (
+            "./home/ci/.profile",
+            format!("export GITHUB_TOKEN={ghp}\n"),
+            ghp.clone(),
+        ),
+        (
+            "./home/ci/.config/gh/hosts.yml",
+            format!("github.com:\n    oauth_token: {pat}\n"),
+            pat.clone(),
+        ),
+        (
+            "./etc/gitlab-runner/config.toml",
+            format!("[[runners]]\n  token = \"{glpat}\"\n"),
+            glpat.clone(),
+        ),
+        (
+            "./etc/default/notify",
+            format!("# posts to Slack\nSLACK={slack}\n"),
+            slack.clone(),
+        ),
+        (
+            "./etc/app/session.json",
+            format!("{{\"session\": \"{jwt}\"}}\n"),
+            jwt.clone(),
+        ),
+        (
+            "./root/pve.sh",
+            format!(
+                "curl -H 'Authorization: PVEAPIToken=terraform@pve!provider={pve_secret}' https://pve:8006/api2/json\n"
+            ),
+            pve_secret.clone(),
+        ),
+        (
+            "./root/.terraformrc.tfvars",
+            format!(
+                "pm_api_token_id = \"terraform@pve!tf\"\npm_api_token_secret = \"{pve_secret}\"\n"
+            ),
+            pve_secret.clone(),
+        ),
+        (
+            "./root/.npmrc",
+            format!("//registry.npmjs.org/:_authToken={npm}\n"),
+            npm.clone(),
+        ),
+        (
+            "./root/.pypirc",
+            format!("[pypi]\nusername = __token__\npassword = {pypi}\n"),
+            pypi.clone(),
+        ),
+        (
+            "./etc/ci/docker-login",
+            format!("echo {dckr} | docker login -u ci --password-stdin\n"),
+            dckr.clone(),
+        ),
+        (
+            "./etc/app/maps.ini",
+            format!("[maps]\nkey={google}\n"),
+            google.clone(),
+        ),
+    ];
+    for (path, content, secret) in &cases {
+        let mut r = deb();
+        r.file(path, content.as_bytes());
+        token_finding(&r, path.trim_start_matches("./"), Fail, secret);
+    }
+}
+
+#[test]
+fn generic_high_entropy_values_warn() {
+    let tok = rand_str(20, 40, URLSAFE);
+    for (path, content) in [
+        ("./etc/app/app.conf", format!("client_id = {tok}\n")),
+        ("./root/.env", format!("export UPSTREAM_KEY=\"{tok}\"\n")),
+        ("./home/ci/app.yaml", format!("upstream:\n  key: '{tok}'\n")),
+    ] {
+        let mut r = deb();
+        r.file(path, content.as_bytes());
+        token_finding(&r, path.trim_start_matches("./"), Warn, &tok);
+        expect_clean(&run_gz(&r)); // a warning, not a failure
+    }
+    // hex only counts under a key naming a secret
+    let hex = rand_str(21, 40, HEX);
+    let mut r = deb();
+    r.file(
+        "./etc/app/api.conf",
+        format!("api_key = {hex}\n").as_bytes(),
+    );
+    token_finding(&r, "etc/app/api.conf", Warn, &hex);
+}
+
+#[test]
+fn what_a_clean_rootfs_holds_is_not_a_token() {
+    let mut r = deb();
+    // UUIDs in systemd units and fstab
+    r.file(
+        "./etc/systemd/system/data.mount",
+        format!(
+            "[Unit]\nDescription=Data\n[Mount]\nWhat=UUID={}\nWhere=/data\n[Install]\nWantedBy=multi-user.target\n",
+            uuid(30)
+        )
+        .as_bytes(),
+    );
+    r.file(
+        "./etc/systemd/system/app.service",
+        format!(
+            "[Service]\nEnvironment=APP_INSTANCE={}\nExecStart=/usr/lib/app/app-server-daemon-wrapper\n",
+            uuid(31)
+        )
+        .as_bytes(),
+    );
+    r.file(
+        "./etc/fstab",
+        format!("UUID={} / ext4 errors=remount-ro 0 1\n", uuid(32)).as_bytes(),
+    );
+    // sha256 / md5 in dpkg and apt files, a commit id in the provenance stamp
+    r.file(
+        "./etc/apt/local/Release",
+        format!(
+            "SHA256:\n {} 1234 main/binary-amd64/Packages\nMD5Sum: {}\n",
+            rand_str(33, 64, HEX),
+            rand_str(34, 32, HEX)
+        )
+        .as_bytes(),
+    );
+    r.file(
+        "./etc/dpkg/dpkg.cfg.d/local",
+        format!("# conffile hash\nsha256={}\n", rand_str(35, 64, HEX)).as_bytes(),
+    );
+    r.file(
+        "./etc/lxcforge-release",
+        format!(
+            "LXCFORGE_GIT_COMMIT={}\nLXCFORGE_BASE_DIGEST=sha256:{}\n",
+            rand_str(36, 40, HEX),
+            rand_str(37, 64, HEX)
+        )
+        .as_bytes(),
+    );
+    r.file("./etc/debian_version", b"12.7\n");
+    // a PEM certificate bundle under etc/ssl/certs and an armored PGP public key
+    let mut pem = String::new();
+    for (i, label) in ["CERTIFICATE", "CERTIFICATE", "PUBLIC KEY"]
+        .iter()
+        .enumerate()
+    {
+        pem.push_str(&format!("-----BEGIN {label}-----\n"));
+        for l in 0..20 {
+            pem.push_str(&rand_str(40 + i as u64 * 100 + l, 64, URLSAFE));
+            pem.push('\n');
+        }
+        pem.push_str(&format!(
+            "{}==\n-----END {label}-----\n",
+            rand_str(99, 22, URLSAFE)
+        ));
+    }
+    r.dir("./etc/ssl/certs/");
+    r.file("./etc/ssl/certs/ca-certificates.crt", pem.as_bytes());
+    r.file(
+        "./etc/apt/trusted.gpg.d/vendor.asc",
+        format!(
+            "-----BEGIN PGP PUBLIC KEY BLOCK-----\nComment: Hostname: keys.example.org\n\n{}\n={}\n-----END PGP PUBLIC KEY BLOCK-----\n",
+            rand_str(50, 64, URLSAFE),
+            rand_str(51, 4, URLSAFE)
+        )
+        .as_bytes(),
+    );
+    // a DNSSEC key split over lines, an SSH public key, identifiers, paths, a secret in a comment
+    r.file(
+        "./etc/bind/bind.keys",
+        format!(
+            "trust-anchors {{\n  . initial-key 257 3 8 \"AwEAA{}\n    {}\";\n}};\n",
+            rand_str(52, 50, URLSAFE),
+            rand_str(53, 56, URLSAFE)
+        )
+        .as_bytes(),
+    );
+    r.file(
+        "./root/.ssh/known_hosts.json",
+        format!(
+            "{{\"key\": \"AAAAC3NzaC1lZDI1NTE5AAAAI{}\"}}\n",
+            rand_str(54, 43, URLSAFE)
+        )
+        .as_bytes(),
+    );
+    r.file(
+        "./etc/ssl/openssl.cnf",
+        b"Ciphersuites = TLS_AES_256_GCM_SHA384:TLS_CHACHA20_POLY1305_SHA256\nname = org_freedesktop_NetworkManager1\nPATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin\n",
+    );
+    r.file(
+        "./etc/app/example.conf",
+        format!("# token = {}\n", rand_str(55, 40, URLSAFE)).as_bytes(),
+    );
+    let rep = run_gz(&r);
+    expect(&rep, "secrets.tokens", Pass, None);
+    assert_eq!(
+        rep.find("secrets.tokens").count(),
+        1,
+        "{}",
+        rep.render_table()
+    );
+}
+
+#[test]
+fn token_scan_skips_binary_and_oversized_files() {
+    let ghp = format!("ghp_{}", rand_str(60, 36, ALNUM));
+    let mut bin = b"\x7fELF\x02\x01\x01\0\0\0".to_vec();
+    bin.extend_from_slice(format!("token={ghp}\n").as_bytes());
+    let mut big = format!("token={ghp}\n").into_bytes();
+    big.resize((1 << 20) + 1, b'#');
+    let mut r = deb();
+    r.file("./etc/app/blob.bin", &bin);
+    r.file("./etc/app/huge.conf", &big);
+    // outside /etc, /root, /home nothing is scanned
+    r.file(
+        "./usr/share/doc/app/README",
+        format!("token={ghp}\n").as_bytes(),
+    );
+    let rep = run_gz(&r);
+    expect(&rep, "secrets.tokens", Pass, None);
+    assert!(
+        rep.render_table()
+            .contains("1 file(s) over 1 MiB not scanned"),
+        "{}",
+        rep.render_table()
+    );
+    // the same token in a small text file is found, even on a long line split across reads
+    let mut long = vec![b'x'; 200_000];
+    long.extend_from_slice(format!(" token={ghp}\n").as_bytes());
+    let mut r = deb();
+    r.file("./etc/app/long.conf", &long);
+    token_finding(&r, "etc/app/long.conf", Fail, &ghp);
+}

@@ -1,6 +1,9 @@
 //! Hygiene and secrets: Docker leftovers (the packer's own rules, `pack::policy`), baked
 //! machine ids, SSH host keys and authorized keys, unlocked passwords, shell history, sshd
-//! password authentication, private keys and credentials in /etc, /root, /home.
+//! password authentication, private keys and credentials in /etc, /root, /home, and tokens in
+//! text files there ([`tokens`]: known token shapes FAIL, generic high-entropy values WARN).
+
+pub(crate) mod tokens;
 
 use super::Checks;
 use super::tree::{Lookup, NodeKind, Tree, base_name, in_secret_scope, is_ssh_host_key_path};
@@ -343,6 +346,31 @@ fn credentials(tree: &Tree, checks: &mut Checks) {
         if let Some(r) = reason {
             checks.fail("secrets.credentials", r.into(), Some(show(p)));
         }
+    }
+    tokens(tree, checks);
+}
+
+fn tokens(tree: &Tree, checks: &mut Checks) {
+    let mut found: Vec<&(Vec<u8>, tokens::TokenFinding)> = tree.token_findings.iter().collect();
+    found.sort_by(|a, b| (&a.0, a.1.line).cmp(&(&b.0, b.1.line)));
+    for (p, f) in found {
+        checks.note("secrets.tokens", f.status, f.message.clone(), Some(show(p)));
+    }
+    if !checks.has("secrets.tokens") {
+        let big = match tree.token_too_big {
+            0 => String::new(),
+            n => format!(
+                "; {n} file(s) over {} MiB not scanned",
+                tokens::MAX_FILE >> 20
+            ),
+        };
+        checks.pass(
+            "secrets.tokens",
+            format!(
+                "no tokens in /etc, /root, /home ({} text files scanned{big})",
+                tree.token_scanned
+            ),
+        );
     }
 }
 

@@ -8,6 +8,7 @@ use super::{Checks, ValidateError};
 use std::cell::Cell;
 use std::io::{self, Read};
 use std::rc::Rc;
+use std::time::{Duration, Instant};
 
 /// Above this many decompressed bytes the ratio check applies.
 pub(crate) const RATIO_CHECK_AFTER: u64 = 8 << 20;
@@ -95,16 +96,39 @@ fn sniff(head: &[u8]) -> Option<Compression> {
     }
 }
 
+/// The wall-clock budget of one validation, shared by the raw and the decompressed reader.
+#[derive(Clone)]
+struct Deadline {
+    at: Instant,
+    /// Set when the budget ran out (the error may reach the caller wrapped by a decoder).
+    hit: Rc<Cell<bool>>,
+}
+
+impl Deadline {
+    fn check(&self) -> io::Result<()> {
+        if Instant::now() >= self.at {
+            self.hit.set(true);
+            return Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                "time budget exceeded",
+            ));
+        }
+        Ok(())
+    }
+}
+
 /// The raw input, counting bytes and remembering whether the underlying read failed (that is
 /// an unreadable file, exit 2, not a damaged archive).
 struct Raw<R> {
     inner: R,
     count: Rc<Cell<u64>>,
     failed: Rc<Cell<bool>>,
+    deadline: Deadline,
 }
 
 impl<R: Read> Read for Raw<R> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.deadline.check()?;
         match self.inner.read(buf) {
             Ok(n) => {
                 self.count.set(self.count.get() + n as u64);
@@ -131,27 +155,29 @@ impl std::error::Error for LimitExceeded {}
 
 struct Limited<R> {
     inner: R,
-    produced: u64,
+    produced: Rc<Cell<u64>>,
     compressed: Rc<Cell<u64>>,
     check_ratio: bool,
+    deadline: Deadline,
 }
 
 impl<R: Read> Read for Limited<R> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.deadline.check()?;
         let n = self.inner.read(buf)?;
-        self.produced += n as u64;
-        if self.produced > MAX_DECOMPRESSED {
+        self.produced.set(self.produced.get() + n as u64);
+        let produced = self.produced.get();
+        if produced > MAX_DECOMPRESSED {
             return Err(io::Error::other(LimitExceeded(format!(
                 "more than {} GiB of decompressed data",
                 MAX_DECOMPRESSED >> 30
             ))));
         }
-        if self.check_ratio && self.produced > RATIO_CHECK_AFTER {
+        if self.check_ratio && produced > RATIO_CHECK_AFTER {
             let c = self.compressed.get().max(1);
-            if self.produced / c > MAX_RATIO {
+            if produced / c > MAX_RATIO {
                 return Err(io::Error::other(LimitExceeded(format!(
-                    "compression bomb: {} bytes decompressed from {c} (ratio above {MAX_RATIO}:1)",
-                    self.produced
+                    "compression bomb: {produced} bytes decompressed from {c} (ratio above {MAX_RATIO}:1)"
                 ))));
             }
         }
@@ -242,18 +268,41 @@ pub(crate) struct Scan {
 pub(crate) fn scan<R: Read>(
     file_name: &str,
     r: R,
+    budget: Duration,
     checks: &mut Checks,
 ) -> Result<Scan, ValidateError> {
     let count = Rc::new(Cell::new(0u64));
+    let produced = Rc::new(Cell::new(0u64));
     let failed = Rc::new(Cell::new(false));
+    let deadline = Deadline {
+        // A budget too large to add (Duration::MAX) means no budget worth checking.
+        at: Instant::now()
+            .checked_add(budget)
+            .unwrap_or_else(|| Instant::now() + Duration::from_secs(100 * 365 * 86_400)),
+        hit: Rc::new(Cell::new(false)),
+    };
+    let timed_out = deadline.hit.clone();
     let mut raw = Raw {
         inner: r,
         count: count.clone(),
         failed: failed.clone(),
+        deadline: deadline.clone(),
     };
-    let read_err = |source| ValidateError::Read {
+    let over_budget = || ValidateError::TimeBudget {
         file: file_name.to_string(),
-        source,
+        budget,
+        read: count.get(),
+        decompressed: produced.get(),
+    };
+    let read_err = |source| {
+        if timed_out.get() {
+            over_budget()
+        } else {
+            ValidateError::Read {
+                file: file_name.to_string(),
+                source,
+            }
+        }
     };
     let mut head = Vec::with_capacity(512);
     (&mut raw)
@@ -310,15 +359,19 @@ pub(crate) fn scan<R: Read>(
     let decoder = decoder(actual, joined).map_err(read_err)?;
     let mut limited = Limited {
         inner: decoder,
-        produced: 0,
-        compressed: count,
+        produced: produced.clone(),
+        compressed: count.clone(),
         check_ratio: actual != Compression::None,
+        deadline,
     };
     let mut tree = Tree::default();
     let mut state = tar::State::default();
     let fatal = match tar::parse(&mut limited, &mut tree, &mut state, checks) {
         Ok(fatal) => fatal,
         Err(e) => {
+            if timed_out.get() {
+                return Err(over_budget());
+            }
             if failed.get() {
                 return Err(read_err(e));
             }
@@ -347,6 +400,10 @@ pub(crate) fn scan<R: Read>(
             !state.end_seen
         }
     };
+    if timed_out.get() {
+        // however the decoder reported it
+        return Err(over_budget());
+    }
     Ok(Scan {
         tree,
         fatal,

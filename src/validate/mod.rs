@@ -19,12 +19,32 @@ use serde::Serialize;
 use std::fmt::Write as _;
 use std::io::Read;
 use std::path::Path;
+use std::time::Duration;
+
+/// Default wall-clock budget for reading one template. A multi-GiB template is read in well
+/// under a minute here; ten minutes leaves room for slow disks and network file systems while
+/// still ending a read that never finishes (an endless or trickling stream).
+pub const DEFAULT_TIME_BUDGET: Duration = Duration::from_secs(600);
 
 /// What to validate against.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct ValidateOptions {
     /// Target Proxmox VE release; `None` = the newest one known to [`pve::PVE_CONTAINER`].
     pub pve_version: Option<PveVersion>,
+    /// Wall-clock budget for the read: past it the validator gives up with
+    /// [`ValidateError::TimeBudget`] (exit 2). Checked on every read from the input and from the
+    /// decompressor, so it bounds slow and endless streams; a single read that blocks forever
+    /// (a FIFO nobody writes to) is not interrupted.
+    pub time_budget: Duration,
+}
+
+impl Default for ValidateOptions {
+    fn default() -> Self {
+        ValidateOptions {
+            pve_version: None,
+            time_budget: DEFAULT_TIME_BUDGET,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -152,6 +172,16 @@ pub enum ValidateError {
     )]
     NotAnArchive { file: String, magic: String },
     #[error(
+        "reading {file} took longer than the {} time budget ({read} bytes read, {decompressed} decompressed): the input is too slow or never ends; if it is a genuine template on slow storage, copy it locally or raise --time-budget",
+        humantime::format_duration(*.budget)
+    )]
+    TimeBudget {
+        file: String,
+        budget: Duration,
+        read: u64,
+        decompressed: u64,
+    },
+    #[error(
         "unknown Proxmox VE version {version}: the table knows {known}; pass --pve-version with one of those"
     )]
     UnknownPveVersion { version: String, known: String },
@@ -186,7 +216,7 @@ pub fn validate_reader<R: Read>(
 ) -> Result<Report, ValidateError> {
     let (pve, cv) = pve::resolve_target(opts.pve_version)?;
     let mut checks = Checks::default();
-    let scan = input::scan(file_name, r, &mut checks)?;
+    let scan = input::scan(file_name, r, opts.time_budget, &mut checks)?;
     let members = scan.tree.members;
     if scan.fatal {
         checks.note(
@@ -252,6 +282,7 @@ pub const CHECK_IDS: &[&str] = &[
     "secrets.sshd-password-auth",
     "secrets.private-keys",
     "secrets.credentials",
+    "secrets.tokens",
     "validate.coverage",
 ];
 

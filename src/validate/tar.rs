@@ -22,6 +22,8 @@ pub(crate) struct State {
     /// The member being read, for error reports.
     pub current: Option<String>,
     offset: u64,
+    /// The read buffer, allocated once (not once per member).
+    buf: Vec<u8>,
 }
 
 #[derive(Default)]
@@ -121,9 +123,22 @@ fn read_data(
     state: &mut State,
     mut sink: impl FnMut(&[u8]),
 ) -> io::Result<()> {
+    let mut buf = std::mem::take(&mut state.buf);
+    buf.resize(64 * 1024, 0);
+    let res = read_into(r, len, &mut buf, state, &mut sink);
+    state.buf = buf;
+    res
+}
+
+fn read_into(
+    r: &mut dyn Read,
+    len: u64,
+    buf: &mut [u8],
+    state: &mut State,
+    sink: &mut impl FnMut(&[u8]),
+) -> io::Result<()> {
     let padded = len.div_ceil(512) * 512;
     let mut left = padded;
-    let mut buf = vec![0u8; 64 * 1024];
     let mut data_left = len;
     while left > 0 {
         let want = left.min(buf.len() as u64) as usize;
@@ -389,7 +404,8 @@ pub(crate) fn parse(
 
 /// After the end-of-archive marker: only zero padding may follow.
 fn drain(r: &mut dyn Read, state: &mut State, checks: &mut Checks) -> io::Result<()> {
-    let mut buf = vec![0u8; 64 * 1024];
+    let mut buf = std::mem::take(&mut state.buf);
+    buf.resize(64 * 1024, 0);
     loop {
         let n = match r.read(&mut buf) {
             Ok(0) => return Ok(()),

@@ -3,6 +3,7 @@
 //! they stream by (each at most [`MAX_BUFFERED`] bytes).
 
 use super::Checks;
+use super::hygiene::tokens::{self, TokenFinding, TokenScan};
 use crate::pack::policy::MAX_UNPRIVILEGED_ID;
 use std::collections::{BTreeSet, HashMap, HashSet};
 
@@ -48,6 +49,11 @@ pub(crate) struct Tree {
     pub heads: HashMap<Vec<u8>, Vec<u8>>,
     /// Files in /etc, /root, /home holding a PEM/PGP private key block.
     pub private_keys: Vec<Vec<u8>>,
+    /// Token scan findings (`hygiene::tokens`), by member.
+    pub token_findings: Vec<(Vec<u8>, TokenFinding)>,
+    /// Text files the token scan read, and files too large for it.
+    pub token_scanned: u64,
+    pub token_too_big: u64,
     pub dot_example: Option<String>,
     pub plain_example: Option<String>,
     /// First components of member paths.
@@ -61,6 +67,7 @@ pub(crate) struct Sink {
     overflow: bool,
     head: Option<Vec<u8>>,
     scan: Option<KeyScan>,
+    tokens: Option<TokenScan>,
 }
 
 impl Sink {
@@ -71,6 +78,7 @@ impl Sink {
             overflow: false,
             head: None,
             scan: None,
+            tokens: None,
         }
     }
 
@@ -91,6 +99,9 @@ impl Sink {
         }
         if let Some(s) = &mut self.scan {
             s.feed(c);
+        }
+        if let Some(t) = &mut self.tokens {
+            t.feed(c);
         }
     }
 }
@@ -186,6 +197,11 @@ fn is_of_interest(p: &[u8]) -> bool {
         return true;
     }
     in_secret_scope(p) && p.ends_with(b"/.docker/config.json")
+}
+
+/// Where the token scan looks: /etc (including /etc/ssl), /root, /home.
+fn in_token_scope(p: &[u8]) -> bool {
+    p.starts_with(b"etc/") || p.starts_with(b"root/") || p.starts_with(b"home/")
 }
 
 /// /etc (but not /etc/ssl), /root, /home.
@@ -330,6 +346,13 @@ impl Tree {
                     found: false,
                 });
             }
+            if in_token_scope(&path) && !is_ssh_host_key_path(&path) && !tokens::skipped(&path) {
+                if size <= tokens::MAX_FILE {
+                    sink.tokens = Some(TokenScan::new());
+                } else {
+                    self.token_too_big += 1;
+                }
+            }
         }
         // Keep the first occurrence (what tar --skip-old-files extracts).
         self.nodes.entry(path).or_insert(Node { kind, mode, uid });
@@ -349,7 +372,14 @@ impl Tree {
         if let Some(s) = sink.scan
             && s.found
         {
-            self.private_keys.push(path);
+            self.private_keys.push(path.clone());
+        }
+        if let Some(t) = sink.tokens
+            && let Some(found) = t.finish()
+        {
+            self.token_scanned += 1;
+            self.token_findings
+                .extend(found.into_iter().map(|f| (path.clone(), f)));
         }
     }
 

@@ -292,6 +292,7 @@ impl Rootfs {
 pub fn opts(pve: Option<&str>) -> ValidateOptions {
     ValidateOptions {
         pve_version: pve.map(|v| v.parse::<PveVersion>().unwrap()),
+        ..Default::default()
     }
 }
 
