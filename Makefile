@@ -74,7 +74,7 @@ images: $(LXCFORGE)
 # local registry and real LXC. Under CI=true a missing component fails instead of skipping.
 test: deps.test base.debian-12
 	$(CARGO) build --release
-	$(CARGO) test --release -- --test-threads=2
+	$(CARGO) test --release --workspace -- --test-threads=2
 
 # The fault matrix: every test that records faults, rendered into docs/reliability.md.
 reliability: deps.test
@@ -84,8 +84,8 @@ test.unit:
 	$(CARGO) test --lib --bins
 
 lint:
-	$(CARGO) fmt --check
-	$(CARGO) clippy --all-targets -- -D warnings
+	$(CARGO) fmt --all --check
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
 
 completions: $(LXCFORGE)
 	$(LXCFORGE) completions bash > target/lxcforge.bash

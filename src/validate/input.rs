@@ -105,6 +105,16 @@ struct Deadline {
 }
 
 impl Deadline {
+    /// `budget` from now; a budget too large to add (Duration::MAX) means none worth checking.
+    fn after(budget: Duration) -> Deadline {
+        Deadline {
+            at: Instant::now()
+                .checked_add(budget)
+                .unwrap_or_else(|| Instant::now() + Duration::from_secs(100 * 365 * 86_400)),
+            hit: Rc::new(Cell::new(false)),
+        }
+    }
+
     fn check(&self) -> io::Result<()> {
         if Instant::now() >= self.at {
             self.hit.set(true);
@@ -215,10 +225,13 @@ pub(crate) fn decompressed<'a, R: Read + 'a>(
     r: R,
 ) -> Result<(Box<dyn Read + 'a>, &'static str), ValidateError> {
     let count = Rc::new(Cell::new(0u64));
+    // `diff` reads what the user named, with no time budget: only the byte and ratio caps.
+    let deadline = Deadline::after(Duration::MAX);
     let mut raw = Raw {
         inner: r,
         count: count.clone(),
         failed: Rc::new(Cell::new(false)),
+        deadline: deadline.clone(),
     };
     let read_err = |source| ValidateError::Read {
         file: file_name.to_string(),
@@ -250,9 +263,10 @@ pub(crate) fn decompressed<'a, R: Read + 'a>(
     Ok((
         Box::new(Limited {
             inner,
-            produced: 0,
+            produced: Rc::new(Cell::new(0)),
             compressed: count,
             check_ratio: actual != Compression::None,
+            deadline,
         }),
         actual.name(),
     ))
@@ -274,13 +288,7 @@ pub(crate) fn scan<R: Read>(
     let count = Rc::new(Cell::new(0u64));
     let produced = Rc::new(Cell::new(0u64));
     let failed = Rc::new(Cell::new(false));
-    let deadline = Deadline {
-        // A budget too large to add (Duration::MAX) means no budget worth checking.
-        at: Instant::now()
-            .checked_add(budget)
-            .unwrap_or_else(|| Instant::now() + Duration::from_secs(100 * 365 * 86_400)),
-        hit: Rc::new(Cell::new(false)),
-    };
+    let deadline = Deadline::after(budget);
     let timed_out = deadline.hit.clone();
     let mut raw = Raw {
         inner: r,
