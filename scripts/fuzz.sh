@@ -4,7 +4,7 @@
 # out-of-memory fails the run; libFuzzer leaves the input in fuzz/artifacts/<target>/ (turn it
 # into a regression test in the normal suite, then delete it).
 #
-#   FUZZ_TARGETS="validate_reader definition"   a subset (default: all three)
+#   FUZZ_TARGETS="validate_reader definition"   a subset (default: all four)
 #
 # Toolchain: cargo-fuzz passes -Z flags (sanitizers, coverage) to rustc. It uses rustup's
 # nightly when installed; without one it runs the default toolchain with RUSTC_BOOTSTRAP=1,
@@ -16,7 +16,7 @@
 set -eu
 cd "$(dirname "$0")/.."
 secs=${1:-60}
-targets=${FUZZ_TARGETS:-pack_reader validate_reader definition}
+targets=${FUZZ_TARGETS:-pack_reader validate_reader tokens definition}
 
 if rustup toolchain list 2>/dev/null | grep -q '^nightly'; then
     toolchain=+nightly
@@ -69,7 +69,12 @@ seed_tar() {
     trap - EXIT
 }
 seed_tar
-mkdir -p fuzz/corpus/definition
+mkdir -p fuzz/corpus/definition fuzz/corpus/tokens
+# token seeds: a leading chunk-size byte, then text with token-like values
+printf '\001export GITHUB_TOKEN=ghp_%s\nkey: "%s"\n# c\nPVEAPIToken=u@pve!t=%s\n' \
+    0123456789abcdefghijABCDEFGHIJ012345 q8Zr2LmX0vT9bN4kP7sW1yH6 \
+    0b3f6a8e-52c1-4d5e-9a7b-1c2d3e4f5a6b > fuzz/corpus/tokens/seed-shapes
+cp provision/*.sh fuzz/corpus/tokens/ 2>/dev/null || true
 for f in images/*.toml; do
     cp "$f" "fuzz/corpus/definition/seed-$(basename "$f")"
 done
