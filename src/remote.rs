@@ -60,14 +60,6 @@ pub enum RemoteError {
         store: String,
         source: anyhow::Error,
     },
-    #[error(
-        "{volid} already exists on {store} ({size} bytes); lxcforge never overwrites a template\n  fix: build the next version with --next and upload that one"
-    )]
-    Exists {
-        volid: String,
-        store: String,
-        size: u64,
-    },
 }
 
 /// The volid a file gets on a storage: `<storage>:vztmpl/<file>`.
@@ -128,29 +120,6 @@ pub fn versions_in(listings: &[StoreListing], prefix: &str) -> Vec<(u64, String)
     }
     found.sort();
     found
-}
-
-/// The upload client calls this right before it starts sending: the volid must not exist on
-/// that store (Proxmox itself would overwrite it silently, proxmox-api.md §2.8).
-pub async fn ensure_absent<S: TemplateStore + ?Sized>(
-    store: &S,
-    volid: &str,
-) -> Result<(), RemoteError> {
-    let listing = store
-        .list_templates()
-        .await
-        .map_err(|source| RemoteError::Listing {
-            store: store.name(),
-            source,
-        })?;
-    match listing.iter().find(|t| t.volid == volid) {
-        Some(t) => Err(RemoteError::Exists {
-            volid: volid.to_owned(),
-            store: store.name(),
-            size: t.size,
-        }),
-        None => Ok(()),
-    }
 }
 
 #[cfg(test)]

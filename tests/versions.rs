@@ -470,16 +470,11 @@ fn promote_refuses_what_fails_its_checks() {
 }
 
 #[test]
-fn a_volid_is_checked_right_before_upload() {
+fn the_resolver_reads_boxed_stores_as_the_cli_holds_them() {
+    // (the volid check right before an upload is the upload client's, tested in
+    // tests/upload_flow.rs against the emulator)
     let s = FakeStore::new("pve1", "local");
     s.put("img-v1.tar.gz", 10);
-    block_on(remote::ensure_absent(&s, "local:vztmpl/img-v2.tar.gz")).unwrap();
-    let e = block_on(remote::ensure_absent(&s, "local:vztmpl/img-v1.tar.gz")).unwrap_err();
-    assert!(
-        e.to_string().contains("already exists on pve1/local"),
-        "{e}"
-    );
-    // works through a boxed store as the CLI holds them
     let boxed: Vec<Box<dyn TemplateStore>> = vec![Box::new(s)];
     let seen = block_on(lxcforge::version::resolve(
         Path::new("/nonexistent"),
