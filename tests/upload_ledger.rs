@@ -4,10 +4,11 @@
 
 mod upload_common;
 
-use lxcforge::ledger::{self, Entry, ValidationSummary};
+use lxcforge::ledger;
 use upload_common::*;
 
-const PREFIX: &str = "img-rootfs";
+/// The image is named after its prefix, as `Fixture::record_built` records it.
+const PREFIX: &str = "img";
 
 /// A project in the fixture's directory: one definition and its v1 artifact in the ledger.
 fn project(fx: &Fixture) -> std::path::PathBuf {
@@ -18,35 +19,14 @@ fn project(fx: &Fixture) -> std::path::PathBuf {
     std::fs::write(root.join("provision/10.sh"), "#!/bin/sh\n").unwrap();
     std::fs::write(
         root.join("images/img.toml"),
-        format!("prefix = \"{PREFIX}\"\nprovision = [\"provision/10.sh\"]\n[base]\nrootfs = \"bases/x.tar\"\n"),
+        format!(
+            "prefix = \"{PREFIX}\"\nprovision = [\"provision/10.sh\"]\n[base]\nrootfs = \"bases/x.tar\"\n"
+        ),
     )
     .unwrap();
     let file = root.join(format!("artifacts/{PREFIX}-v1.tar.gz"));
     write_random(&file, 600 << 10, 7);
-    ledger::record_build(
-        root,
-        "img",
-        PREFIX,
-        Entry {
-            version: 1,
-            file: format!("{PREFIX}-v1.tar.gz"),
-            sha256: sha256_of(&file),
-            size: 600 << 10,
-            built_at: "2026-12-01T00:00:00Z".into(),
-            base_reference: "bases/x.tar".into(),
-            base_digest: "sha256:00".into(),
-            git_commit: "0".into(),
-            validation: ValidationSummary {
-                passed: true,
-                pve_version: "9.2".into(),
-                pass: 30,
-                warn: 0,
-                fail: 0,
-            },
-            uploads: vec![],
-        },
-    )
-    .unwrap();
+    fx.record_built(&file);
     file
 }
 
@@ -62,7 +42,7 @@ fn a_verified_upload_is_recorded_and_can_be_promoted() {
         &[],
     )
     .assert_code(1)
-    .assert_stderr("local:vztmpl/img-rootfs-v1.tar.gz");
+    .assert_stderr("local:vztmpl/img-v1.tar.gz");
 
     let r = run(fx.cmd().arg("--json").arg("--image").arg("img"), &[]);
     r.assert_code(0);
@@ -70,7 +50,7 @@ fn a_verified_upload_is_recorded_and_can_be_promoted() {
     let l = ledger::load(fx.dir.path(), "img").unwrap().unwrap();
     let ups = &l.entry(1).unwrap().uploads;
     assert_eq!(ups.len(), 1, "{ups:?}");
-    assert_eq!(ups[0].volid, "local:vztmpl/img-rootfs-v1.tar.gz");
+    assert_eq!(ups[0].volid, "local:vztmpl/img-v1.tar.gz");
     assert_eq!(ups[0].node, "pve");
     assert_eq!(ups[0].size, 600 << 10);
     assert_eq!(ups[0].sha256, sha256_of(&file));
@@ -92,7 +72,7 @@ fn a_verified_upload_is_recorded_and_can_be_promoted() {
         std::fs::read_to_string(fx.dir.path().join("versions/img.auto.tfvars.json")).unwrap();
     let v: serde_json::Value = serde_json::from_str(&tfvars).unwrap();
     assert_eq!(
-        v["lxc_template_img"], "local:vztmpl/img-rootfs-v1.tar.gz",
+        v["lxc_template_img"], "local:vztmpl/img-v1.tar.gz",
         "{tfvars}"
     );
     assert_eq!(v["lxc_template_img_sha256"], sha256_of(&file).as_str());
