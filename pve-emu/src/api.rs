@@ -604,6 +604,36 @@ pub fn normalize_content_filename(name: &str) -> String {
         .collect()
 }
 
+/// The upload method's parameter schema (proxmox-api.md §2.4); `content_enum` differs by
+/// version (`import` since 8.3.6).
+fn upload_schema(content_enum: Vec<&'static str>) -> Vec<Prop> {
+    vec![
+        Prop::node(),
+        Prop::storage(),
+        Prop {
+            enm: Some(content_enum),
+            ..prop("content", Ty::Str).fmt(Fmt::Content)
+        },
+        Prop {
+            max_len: Some(255),
+            ..prop("filename", Ty::Str)
+        },
+        Prop {
+            requires: Some("checksum-algorithm"),
+            ..prop("checksum", Ty::Str).opt()
+        },
+        Prop {
+            enm: Some(vec!["md5", "sha1", "sha224", "sha256", "sha384", "sha512"]),
+            requires: Some("checksum"),
+            ..prop("checksum-algorithm", Ty::Str).opt()
+        },
+        Prop {
+            pattern: Some("/var/tmp/pveupload-[0-9a-f]+"),
+            ..prop("tmpfilename", Ty::Str).opt()
+        },
+    ]
+}
+
 impl Ctx<'_> {
     fn rng<T>(&self, f: impl FnOnce(&mut fastrand::Rng) -> T) -> T {
         self.shared.with_rng(f)
@@ -1004,31 +1034,7 @@ impl Ctx<'_> {
     /// POST /nodes/{node}/storage/{storage}/upload: the handler part (ref §2.4–§2.7).
     fn upload(&self, params: &Params) -> ApiResult {
         let beh = &self.shared.beh;
-        let props = vec![
-            Prop::node(),
-            Prop::storage(),
-            Prop {
-                enm: Some(beh.upload_content_enum.clone()),
-                ..prop("content", Ty::Str).fmt(Fmt::Content)
-            },
-            Prop {
-                max_len: Some(255),
-                ..prop("filename", Ty::Str)
-            },
-            Prop {
-                requires: Some("checksum-algorithm"),
-                ..prop("checksum", Ty::Str).opt()
-            },
-            Prop {
-                enm: Some(vec!["md5", "sha1", "sha224", "sha256", "sha384", "sha512"]),
-                requires: Some("checksum"),
-                ..prop("checksum-algorithm", Ty::Str).opt()
-            },
-            Prop {
-                pattern: Some("/var/tmp/pveupload-[0-9a-f]+"),
-                ..prop("tmpfilename", Ty::Str).opt()
-            },
-        ];
+        let props = upload_schema(beh.upload_content_enum.clone());
         let p = match validate(&props, params) {
             Ok(p) => p,
             Err(e) => return e,
@@ -1485,27 +1491,7 @@ mod tests {
 
     #[test]
     fn schema_error_strings() {
-        let props = vec![
-            Prop::node(),
-            Prop::storage(),
-            Prop {
-                enm: Some(vec!["iso", "vztmpl"]),
-                ..prop("content", Ty::Str).fmt(Fmt::Content)
-            },
-            Prop {
-                max_len: Some(255),
-                ..prop("filename", Ty::Str)
-            },
-            Prop {
-                requires: Some("checksum-algorithm"),
-                ..prop("checksum", Ty::Str).opt()
-            },
-            Prop {
-                enm: Some(vec!["md5", "sha1", "sha224", "sha256", "sha384", "sha512"]),
-                requires: Some("checksum"),
-                ..prop("checksum-algorithm", Ty::Str).opt()
-            },
-        ];
+        let props = upload_schema(vec!["iso", "vztmpl"]);
         let long = "a".repeat(256);
         let e = validate(
             &props,
