@@ -33,6 +33,10 @@ fn debian_12_builds_and_boots_under_lxc() {
     ) {
         return;
     }
+    // The build imports the base as lxcforge-base/debian-12:<sha256>, the engine-side cache a
+    // later `make image.build-next` reuses; a test that imported it removes it again, so each
+    // fresh debootstrap does not leave another image behind.
+    let _base_image = ImportedBase::track(&base);
     let out_dir = tempfile::Builder::new()
         .prefix("lxcforge-e2e-")
         .tempdir()
@@ -158,5 +162,33 @@ fn debian_12_builds_and_boots_under_lxc() {
                 .any(|l| l.starts_with("PASS") && l.contains(check)),
             "no PASS line for {check}:\n{report}"
         );
+    }
+}
+
+/// Removes the base image on drop (also when the test fails) if it was not there before.
+struct ImportedBase(Option<String>);
+
+impl ImportedBase {
+    fn track(tarball: &std::path::Path) -> ImportedBase {
+        let sidecar = tarball.with_extension("gz.sha256");
+        let sha = std::fs::read_to_string(&sidecar)
+            .unwrap_or_else(|e| panic!("{}: {e}", sidecar.display()));
+        let tag = format!(
+            "lxcforge-base/debian-12:{}",
+            sha.split_whitespace().next().unwrap_or_default()
+        );
+        let present = Command::new("docker")
+            .args(["image", "inspect", &tag])
+            .output()
+            .is_ok_and(|o| o.status.success());
+        ImportedBase((!present).then_some(tag))
+    }
+}
+
+impl Drop for ImportedBase {
+    fn drop(&mut self) {
+        if let Some(tag) = &self.0 {
+            let _ = Command::new("docker").args(["rmi", "-f", tag]).output();
+        }
     }
 }
