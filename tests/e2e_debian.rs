@@ -37,6 +37,9 @@ fn debian_12_builds_and_boots_under_lxc() {
     // later `make image.build-next` reuses; a test that imported it removes it again, so each
     // fresh debootstrap does not leave another image behind.
     let _base_image = ImportedBase::track(&base);
+    // The build records itself in the project's ledger (versions/debian-12.json); the test's
+    // v1 must neither land in a developer's ledger nor see their versions.
+    let _ledger = LedgerAside::new(&root.join("versions/debian-12.json"));
     let out_dir = tempfile::Builder::new()
         .prefix("lxcforge-e2e-")
         .tempdir()
@@ -189,6 +192,44 @@ impl Drop for ImportedBase {
     fn drop(&mut self) {
         if let Some(tag) = &self.0 {
             let _ = Command::new("docker").args(["rmi", "-f", tag]).output();
+        }
+    }
+}
+
+/// Moves an existing ledger aside for the test and puts it back on drop (removing the one the
+/// test's build wrote), so the project's `versions/` is as it was.
+struct LedgerAside {
+    path: std::path::PathBuf,
+    saved: Option<std::path::PathBuf>,
+    dir_existed: bool,
+}
+
+impl LedgerAside {
+    fn new(path: &std::path::Path) -> LedgerAside {
+        let dir_existed = path.parent().is_some_and(|d| d.is_dir());
+        let saved = path.is_file().then(|| {
+            let to = path.with_extension("json.e2e-saved");
+            std::fs::rename(path, &to).unwrap();
+            to
+        });
+        LedgerAside {
+            path: path.to_owned(),
+            saved,
+            dir_existed,
+        }
+    }
+}
+
+impl Drop for LedgerAside {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+        if let Some(saved) = &self.saved {
+            let _ = std::fs::rename(saved, &self.path);
+        }
+        if !self.dir_existed
+            && let Some(dir) = self.path.parent()
+        {
+            let _ = std::fs::remove_dir_all(dir);
         }
     }
 }
